@@ -1,0 +1,1 @@
+"""Arbor's shared runtime: configuration, errors, gRPC bootstrap, persistence, artifacts, events."""
