@@ -1,0 +1,225 @@
+"""OpenTelemetry setup and W3C trace-context propagation for gRPC metadata and events.
+
+Traces and metrics are always produced (so logs carry real trace ids and a trace started by a
+caller continues here); where they go is chosen by ``ARBOR_OTEL_EXPORTER``:
+
+* unset / ``none``: nowhere (spans are still created, then dropped);
+* ``console``: printed to stdout by the SDK's console exporters (logs stay on stderr);
+* ``otlp``: the OTLP exporters, which are **not installed** in this project
+  (``opentelemetry-exporter-otlp`` would have to be added); asking for them fails at start-up
+  with a clear error rather than silently exporting nothing. ``_otlp_exporters`` is the hook.
+
+The first ``configure_telemetry`` call of a process also installs its providers globally (the
+OpenTelemetry API allows that once); later calls, e.g. tests with in-memory exporters, get
+providers of their own that the server bootstrap uses explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanProcessor,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from arbor_core.errors import FailedPrecondition
+
+log = logging.getLogger(__name__)
+
+EXPORTER_ENV = "ARBOR_OTEL_EXPORTER"
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+_PROPAGATOR = TraceContextTextMapPropagator()
+_METRIC_EXPORT_INTERVAL_MS = 60_000
+
+_global_installed = False
+_default: dict[str, Telemetry] = {}
+
+
+@dataclass
+class Telemetry:
+    """A service's tracer and RPC instruments, backed by providers it owns."""
+
+    service: str
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    tracer: trace.Tracer = field(init=False)
+    request_counter: metrics.Counter = field(init=False)
+    duration_ms: metrics.Histogram = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tracer = self.tracer_provider.get_tracer("arbor_core.server")
+        meter = self.meter_provider.get_meter("arbor_core.server")
+        self.request_counter = meter.create_counter(
+            "rpc.server.requests", unit="{request}", description="RPCs handled, by method and code"
+        )
+        self.duration_ms = meter.create_histogram(
+            "rpc.server.duration", unit="ms", description="RPC duration, by method and code"
+        )
+
+    def flush(self) -> None:
+        """Push buffered spans and metrics out (called on shutdown)."""
+        self.tracer_provider.force_flush()
+        self.meter_provider.force_flush()
+
+    def shutdown(self) -> None:
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+def _otlp_exporters() -> tuple[SpanExporter, MetricReader]:
+    """Hook for OTLP: wire it here once ``opentelemetry-exporter-otlp`` is a dependency."""
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            OTLPMetricExporter,
+        )
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter,
+        )
+    except ImportError as exc:
+        raise FailedPrecondition(
+            f"{EXPORTER_ENV}=otlp needs the opentelemetry-exporter-otlp package, "
+            "which is not installed",
+            reason="OTEL_EXPORTER_UNAVAILABLE",
+            metadata={"exporter": "otlp"},
+        ) from exc
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(), export_interval_millis=_METRIC_EXPORT_INTERVAL_MS
+    )
+    return OTLPSpanExporter(), reader
+
+
+def _exporters_from_env(name: str | None) -> tuple[list[SpanProcessor], list[MetricReader]]:
+    choice = (name if name is not None else os.environ.get(EXPORTER_ENV, "none")).strip().lower()
+    if choice in {"", "none"}:
+        return [], []
+    if choice == "console":
+        reader = PeriodicExportingMetricReader(
+            ConsoleMetricExporter(), export_interval_millis=_METRIC_EXPORT_INTERVAL_MS
+        )
+        return [BatchSpanProcessor(ConsoleSpanExporter())], [reader]
+    if choice == "otlp":
+        span_exporter, otlp_reader = _otlp_exporters()
+        return [BatchSpanProcessor(span_exporter)], [otlp_reader]
+    raise FailedPrecondition(
+        f"unknown {EXPORTER_ENV} {choice!r}; use none, console or otlp",
+        reason="OTEL_EXPORTER_UNKNOWN",
+        metadata={"exporter": choice},
+    )
+
+
+def configure_telemetry(
+    service: str,
+    *,
+    exporter: str | None = None,
+    span_processors: Sequence[SpanProcessor] | None = None,
+    metric_readers: Sequence[MetricReader] | None = None,
+    install_global: bool = True,
+) -> Telemetry:
+    """Build tracer and meter providers for ``service``.
+
+    ``exporter`` overrides ``ARBOR_OTEL_EXPORTER``; explicit ``span_processors`` /
+    ``metric_readers`` (tests: in-memory ones) replace the exporter choice entirely.
+    ``install_global`` makes the first such call the process-wide provider (used by outbound
+    client spans and libraries); tests pass False to stay isolated.
+    """
+    global _global_installed
+    if span_processors is None and metric_readers is None:
+        processors, readers = _exporters_from_env(exporter)
+    else:
+        processors, readers = list(span_processors or []), list(metric_readers or [])
+    resource = Resource.create(
+        {"service.name": f"arbor-{service}", "service.namespace": "arbor", "arbor.service": service}
+    )
+    tracer_provider = TracerProvider(resource=resource)
+    for processor in processors:
+        tracer_provider.add_span_processor(processor)
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    if install_global and not _global_installed:
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(meter_provider)
+        _global_installed = True
+    return Telemetry(service, tracer_provider, meter_provider)
+
+
+def default_telemetry(service: str) -> Telemetry:
+    """The process's telemetry for ``service``, configured from the environment on first use."""
+    if service not in _default:
+        _default[service] = configure_telemetry(service)
+    return _default[service]
+
+
+# --- W3C trace context ---------------------------------------------------------------------
+
+
+def _carrier(metadata: Iterable[tuple[str, Any]] | None) -> dict[str, str]:
+    carrier: dict[str, str] = {}
+    for key, value in metadata or ():
+        if key in (TRACEPARENT, TRACESTATE):
+            carrier[key] = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    return carrier
+
+
+def extract_context(metadata: Iterable[tuple[str, Any]] | None) -> Context:
+    """The remote parent named by ``traceparent`` in gRPC metadata (an empty context if none)."""
+    return _PROPAGATOR.extract(_carrier(metadata))
+
+
+def context_from_traceparent(traceparent: str, tracestate: str = "") -> Context:
+    """A context continuing the trace of an event envelope's ``traceparent``."""
+    carrier = {TRACEPARENT: traceparent}
+    if tracestate:
+        carrier[TRACESTATE] = tracestate
+    return _PROPAGATOR.extract(carrier)
+
+
+def trace_headers(context: Context | None = None) -> dict[str, str]:
+    """``traceparent`` (and ``tracestate``) for the current or given context; empty if none."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, context=context)
+    return carrier
+
+
+def current_traceparent() -> str:
+    """The current span as a W3C ``traceparent`` string, or ``""`` outside any span."""
+    return trace_headers().get(TRACEPARENT, "")
+
+
+def inject_metadata(
+    metadata: Iterable[tuple[str, Any]] | None = None, context: Context | None = None
+) -> list[tuple[str, Any]]:
+    """Outgoing gRPC metadata with the trace context added (existing values are kept)."""
+    pairs = list(metadata or ())
+    present = {key for key, _ in pairs}
+    pairs.extend((k, v) for k, v in trace_headers(context).items() if k not in present)
+    return pairs
+
+
+def attach(context: Context) -> object:
+    """Make ``context`` current (returns the token for ``otel_context.detach``)."""
+    return otel_context.attach(context)
+
+
+def rpc_attributes(full_method: str) -> Mapping[str, str]:
+    """OpenTelemetry RPC semantic-convention attributes for ``/pkg.Service/Method``."""
+    service, _, method = full_method.lstrip("/").partition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
