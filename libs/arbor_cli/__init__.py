@@ -1,0 +1,1 @@
+"""The ``arbor`` command-line tool (Typer + rich) over ``arbor_client``."""
