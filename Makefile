@@ -10,6 +10,9 @@ STAMP := $(VENV)/.installed
 TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 PROTO_FILES := $(shell find protos/arbor -name '*.proto' 2>/dev/null)
+# Third-party contracts we serve (the Open Inference Protocol, package `inference`): generated
+# from protos/third_party so their import paths (`from inference import ...`) match upstream.
+THIRD_PARTY_PROTO_FILES := protos/third_party/inference/grpc_predict_v2.proto
 GRPC_INCLUDE = $$($(PY) -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
 PYTEST_ARGS ?=
 
@@ -34,6 +37,9 @@ protos: $(STAMP) ## Regenerate Python code from protos/ into gen/python.
 	@mkdir -p gen/python
 	$(PY) -m grpc_tools.protoc -I protos -I $(GRPC_INCLUDE) \
 		--python_out=gen/python --pyi_out=gen/python --grpc_python_out=gen/python $(PROTO_FILES)
+	$(PY) -m grpc_tools.protoc -I protos/third_party -I $(GRPC_INCLUDE) \
+		--python_out=gen/python --pyi_out=gen/python --grpc_python_out=gen/python \
+		$(THIRD_PARTY_PROTO_FILES)
 
 check-protos: $(STAMP) ## Fail when gen/python is stale.
 	$(PY) -m pytest -q tests/test_generated_code.py
@@ -72,6 +78,9 @@ up: $(STAMP) ## Start the whole platform on embedded defaults (SQLite, local art
 
 down: ## Stop a platform started with `make up -- --detach`.
 	$(PY) -m arbor_core.devstack down
+
+demo: $(STAMP) ## Walk through split, study, promote, predict, explain (needs `make up` running).
+	$(PY) -m arbor_cli.demo $(DEMO_ARGS)
 
 bench: $(STAMP) ## Run the benchmark suite (short mode: BENCH_MODE=short).
 	$(PY) -m bench.run

@@ -53,9 +53,13 @@ def test_make_up_starts_every_service_and_ctrl_c_stops_them(tmp_path: Path) -> N
         for name in services:
             assert is_serving(state["addresses"][name], SERVICE_NAMES[name]), name
         pids = list(state["pids"].values())
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
+        # Ctrl-C as the stack's supervisor sees it (make itself would report the interrupt).
+        os.kill(state["supervisor_pid"], signal.SIGINT)
         rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
     assert process.returncode == 0, "".join(lines) + rest
     assert "Stopped." in rest
     for pid in pids:

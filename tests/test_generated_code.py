@@ -16,8 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 GENERATED = ROOT / "gen" / "python"
 
 
-def _generate(out: Path) -> None:
-    protos = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "protos" / "arbor").rglob("*.proto"))
+# Third-party contracts we serve, generated with their own root so their imports match upstream
+# (the Open Inference Protocol is `from inference import grpc_predict_v2_pb2`); see the Makefile.
+THIRD_PARTY_PROTOS = ["protos/third_party/inference/grpc_predict_v2.proto"]
+
+
+def _protoc(out: Path, root: str, protos: list[str]) -> None:
     include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
     subprocess.run(
         [
@@ -25,7 +29,7 @@ def _generate(out: Path) -> None:
             "-m",
             "grpc_tools.protoc",
             "-I",
-            "protos",
+            root,
             "-I",
             include,
             f"--python_out={out}",
@@ -36,6 +40,12 @@ def _generate(out: Path) -> None:
         cwd=ROOT,
         check=True,
     )
+
+
+def _generate(out: Path) -> None:
+    protos = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "protos" / "arbor").rglob("*.proto"))
+    _protoc(out, "protos", protos)
+    _protoc(out, "protos/third_party", THIRD_PARTY_PROTOS)
 
 
 def _python_files(root: Path) -> set[str]:

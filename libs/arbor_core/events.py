@@ -31,6 +31,8 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 from arbor_core.errors import InvalidArgument, Unavailable
+from arbor_core.logging import request_id_scope
+from arbor_core.telemetry import continue_trace
 
 log = logging.getLogger(__name__)
 
@@ -490,7 +492,24 @@ async def subscribe_events(
                     await msg.ack()
                 return
             try:
-                await handler(event)
+                # Continue the trace of the call that caused the event (its envelope's
+                # trace_parent), under that call's request id, so the handler's own calls
+                # and log lines join it.
+                with (
+                    continue_trace(
+                        f"process {msg.subject}",
+                        str(getattr(event, "trace_parent", "") or ""),
+                        attributes={
+                            "messaging.system": "nats",
+                            "messaging.operation.type": "process",
+                            "messaging.destination.name": msg.subject,
+                            "messaging.message.id": event_id,
+                            "arbor.event.type": str(getattr(event, "type", "") or ""),
+                        },
+                    ),
+                    request_id_scope(getattr(event, "request_id", "") or None),
+                ):
+                    await handler(event)
             except Exception:
                 state.failures += 1
                 log.exception("event handler failed for %s (%s)", event_id, msg.subject)

@@ -47,8 +47,9 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from arbor_core.config import Settings
-from arbor_core.errors import ArborError, FailedPrecondition, Unauthenticated
+from arbor_core.errors import ArborError, FailedPrecondition, InvalidArgument, Unauthenticated
 from arbor_core.logging import configure_logging, request_id_var
+from arbor_core.metrics import start_process_telemetry
 from arbor_core.status_details import REQUEST_ID_KEY, internal_status, status_for_error
 from arbor_core.telemetry import (
     Telemetry,
@@ -56,6 +57,7 @@ from arbor_core.telemetry import (
     default_telemetry,
     extract_context,
     rpc_attributes,
+    set_current,
 )
 
 log = logging.getLogger(__name__)
@@ -186,7 +188,44 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
 # --- wrapping the four handler kinds -------------------------------------------------------
 
 
+class MalformedRequest:
+    """A request whose bytes did not parse. grpcio would answer UNKNOWN with the decoder's
+    class name; instead the handler chain receives this and refuses it as INVALID_ARGUMENT
+    (reason MALFORMED_REQUEST) inside the interceptors, so auth, logging and error details
+    apply as to any other bad request."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _safe_deserializer(deserializer: Callable[[bytes], Any] | None) -> Any:
+    if deserializer is None or getattr(deserializer, "_arbor_safe", False):
+        return deserializer
+
+    def safe(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception as exc:  # DecodeError, or a bad UTF-8 string field
+            return MalformedRequest(str(exc)[:300])
+
+    safe._arbor_safe = True  # type: ignore[attr-defined]
+    return safe
+
+
+def _refuse_malformed(inner: Callable[..., Any], request: Any) -> None:
+    """Raise for an unparsable request, once, at the innermost wrapper (just before the
+    servicer), where the error-mapping interceptor surrounds it."""
+    if isinstance(request, MalformedRequest) and not getattr(inner, "_arbor_wrapped", False):
+        raise InvalidArgument(
+            f"the request is not a valid protobuf message: {request.error}",
+            reason="MALFORMED_REQUEST",
+        )
+
+
 async def _call_unary(inner: Callable[..., Any], request: Any, context: Any) -> Any:
+    _refuse_malformed(inner, request)
     result = inner(request, context)
     if inspect.isawaitable(result):
         result = await result
@@ -197,6 +236,7 @@ async def _iterate_responses(
     inner: Callable[..., Any], request: Any, context: Any
 ) -> AsyncIterator[Any]:
     """Responses of a streaming handler, whether it yields or writes via ``context.write``."""
+    _refuse_malformed(inner, request)
     result = inner(request, context)
     if hasattr(result, "__aiter__"):
         async for item in result:
@@ -214,8 +254,13 @@ def wrap_handler(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMeth
     Exceptions raised by the handler (for streaming responses: also mid-stream, between
     messages) pass through ``around``'s ``__aexit__``, which may translate them.
     """
+    unary_request = bool(handler.unary_unary or handler.unary_stream)
     serializers = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": (
+            _safe_deserializer(handler.request_deserializer)
+            if unary_request
+            else handler.request_deserializer
+        ),
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary or handler.stream_unary:
@@ -224,6 +269,8 @@ def wrap_handler(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMeth
         async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with around(context):
                 return await _call_unary(inner, request, context)
+
+        unary_response._arbor_wrapped = True  # type: ignore[attr-defined]
 
         factory = (
             grpc.unary_unary_rpc_method_handler
@@ -240,6 +287,8 @@ def wrap_handler(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMeth
         async with around(context):
             async for response in _iterate_responses(inner, request, context):
                 yield response
+
+    stream_response._arbor_wrapped = True  # type: ignore[attr-defined]
 
     factory = (
         grpc.unary_stream_rpc_method_handler
@@ -302,6 +351,7 @@ class TelemetryInterceptor(AroundInterceptor):
             method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=attributes
         )
         attach(trace.set_span_in_context(span, parent))
+        set_current(self.telemetry)  # outbound calls of this RPC: CLIENT spans, same providers
         started = time.perf_counter()
         code = grpc.StatusCode.UNKNOWN
         try:
@@ -457,6 +507,12 @@ class AccessLogInterceptor(AroundInterceptor):
     async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         started = time.perf_counter()
         code = grpc.StatusCode.UNKNOWN
+        # Read the peer now, while the call is alive: once a client has dropped a stream the
+        # call may be torn down, and grpcio's context.peer() then crashes the process (SIGSEGV).
+        try:
+            peer: str | None = context.peer()
+        except Exception:
+            peer = None
         try:
             yield
             code = _final_code(context)
@@ -480,10 +536,6 @@ class AccessLogInterceptor(AroundInterceptor):
             code = grpc.StatusCode.INTERNAL
             raise
         finally:
-            try:
-                peer = context.peer()
-            except Exception:  # the call may already be torn down
-                peer = None
             access_log.log(
                 logging.DEBUG if _is_health(method) else logging.INFO,
                 "%s %s",
@@ -702,6 +754,8 @@ class ServiceRunner:
 
     async def _supervise(self, task: BackgroundTask, name: str) -> None:
         """Run a background task; if it dies, log it and report not ready."""
+        if self._telemetry is not None:
+            set_current(self._telemetry)  # this task's own context: its spans are the service's
         try:
             await task()
         except asyncio.CancelledError:
@@ -826,7 +880,8 @@ def run_service(settings: Settings, build: Callable[[Settings], Awaitable[Servic
     returns ``build_server(...)``, so everything lives on the one event loop.
     """
     configure_logging(settings.service, settings.log_level)
-    default_telemetry(settings.service)
+    # Providers from ARBOR_OTEL_EXPORTER plus the Prometheus endpoint (ARBOR_<SVC>_METRICS_PORT).
+    metrics_endpoint = start_process_telemetry(settings.service, settings.host)
 
     async def main() -> None:
         runner = await build(settings)
@@ -841,3 +896,6 @@ def run_service(settings: Settings, build: Callable[[Settings], Awaitable[Servic
             extra={"reason": exc.reason, "details": exc.metadata},
         )
         raise SystemExit(2) from None
+    finally:
+        if metrics_endpoint is not None:
+            metrics_endpoint.stop()

@@ -9,16 +9,28 @@ caller continues here); where they go is chosen by ``ARBOR_OTEL_EXPORTER``:
   (``opentelemetry-exporter-otlp`` would have to be added); asking for them fails at start-up
   with a clear error rather than silently exporting nothing. ``_otlp_exporters`` is the hook.
 
+Besides, each service process serves its metrics in Prometheus format on a port of its own
+(``arbor_core.metrics``), whatever the exporter.
+
 The first ``configure_telemetry`` call of a process also installs its providers globally (the
 OpenTelemetry API allows that once); later calls, e.g. tests with in-memory exporters, get
-providers of their own that the server bootstrap uses explicitly.
+providers of their own that the server bootstrap uses explicitly. While a server handles an
+RPC its ``Telemetry`` is the *current* one (``current_telemetry``), so outbound calls made for
+that RPC record their CLIENT spans with the same providers, also when several services share
+one process (tests).
+
+Traces cross process boundaries in two carriers: the W3C ``traceparent`` gRPC metadata
+(``arbor_core.clients`` adds it, the server interceptor continues it) and the ``trace_parent``
+field of event envelopes and training jobs (``continue_trace`` around their handlers).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +51,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanProcessor,
 )
+from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from arbor_core.errors import FailedPrecondition
@@ -53,6 +66,10 @@ _METRIC_EXPORT_INTERVAL_MS = 60_000
 
 _global_installed = False
 _default: dict[str, Telemetry] = {}
+# The telemetry of the service handling the current RPC (set by the server interceptor; each
+# grpc.aio call runs in a context of its own, so it never leaks into another call).
+_current: ContextVar[Telemetry | None] = ContextVar("arbor_telemetry", default=None)
+_global_client_tracer = trace.get_tracer("arbor_core.clients")
 
 
 @dataclass
@@ -63,11 +80,13 @@ class Telemetry:
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
     tracer: trace.Tracer = field(init=False)
+    client_tracer: trace.Tracer = field(init=False)
     request_counter: metrics.Counter = field(init=False)
     duration_ms: metrics.Histogram = field(init=False)
 
     def __post_init__(self) -> None:
         self.tracer = self.tracer_provider.get_tracer("arbor_core.server")
+        self.client_tracer = self.tracer_provider.get_tracer("arbor_core.clients")
         meter = self.meter_provider.get_meter("arbor_core.server")
         self.request_counter = meter.create_counter(
             "rpc.server.requests", unit="{request}", description="RPCs handled, by method and code"
@@ -133,20 +152,24 @@ def configure_telemetry(
     exporter: str | None = None,
     span_processors: Sequence[SpanProcessor] | None = None,
     metric_readers: Sequence[MetricReader] | None = None,
+    extra_metric_readers: Sequence[MetricReader] = (),
     install_global: bool = True,
 ) -> Telemetry:
     """Build tracer and meter providers for ``service``.
 
     ``exporter`` overrides ``ARBOR_OTEL_EXPORTER``; explicit ``span_processors`` /
     ``metric_readers`` (tests: in-memory ones) replace the exporter choice entirely.
+    ``extra_metric_readers`` are added in either case (the Prometheus endpoint's reader).
     ``install_global`` makes the first such call the process-wide provider (used by outbound
-    client spans and libraries); tests pass False to stay isolated.
+    client spans outside any RPC, by ``arbor_core.metrics`` and by libraries); tests pass
+    False to stay isolated.
     """
     global _global_installed
     if span_processors is None and metric_readers is None:
         processors, readers = _exporters_from_env(exporter)
     else:
         processors, readers = list(span_processors or []), list(metric_readers or [])
+    readers = [*readers, *extra_metric_readers]
     resource = Resource.create(
         {"service.name": f"arbor-{service}", "service.namespace": "arbor", "arbor.service": service}
     )
@@ -161,11 +184,66 @@ def configure_telemetry(
     return Telemetry(service, tracer_provider, meter_provider)
 
 
-def default_telemetry(service: str) -> Telemetry:
-    """The process's telemetry for ``service``, configured from the environment on first use."""
+def default_telemetry(
+    service: str, *, extra_metric_readers: Sequence[MetricReader] = ()
+) -> Telemetry:
+    """The process's telemetry for ``service``, configured from the environment on first use
+    (``extra_metric_readers`` only count on that first call)."""
     if service not in _default:
-        _default[service] = configure_telemetry(service)
+        _default[service] = configure_telemetry(service, extra_metric_readers=extra_metric_readers)
+    elif extra_metric_readers:
+        log.warning(
+            "telemetry for %s was configured already; extra metric readers ignored", service
+        )
     return _default[service]
+
+
+def use_telemetry(service: str, telemetry: Telemetry | None) -> None:
+    """Make ``telemetry`` what servers of ``service`` built from now on in this process use
+    (``None``: back to the environment's). For tests that run several services in one process
+    with shared in-memory providers, so one trace can be followed across them."""
+    if telemetry is None:
+        _default.pop(service, None)
+    else:
+        _default[service] = telemetry
+
+
+def set_current(telemetry: Telemetry) -> None:
+    """Mark ``telemetry`` as the one of the RPC being handled (no reset: see ``_current``)."""
+    _current.set(telemetry)
+
+
+def current_telemetry() -> Telemetry | None:
+    """The telemetry of the service whose RPC is being handled, if any."""
+    return _current.get()
+
+
+def client_tracer() -> trace.Tracer:
+    """The tracer for outbound calls: the current service's, else the process-wide one."""
+    telemetry = _current.get()
+    return telemetry.client_tracer if telemetry is not None else _global_client_tracer
+
+
+@contextmanager
+def continue_trace(
+    name: str,
+    trace_parent: str,
+    *,
+    kind: SpanKind = SpanKind.CONSUMER,
+    attributes: Mapping[str, str | int | float | bool] | None = None,
+) -> Iterator[Span]:
+    """A span, current for the block, that continues the trace an envelope's ``trace_parent``
+    names (an event, a training job); a new trace when it is empty or malformed.
+
+    What the block calls (gRPC clients, new events) then carries the same trace onwards.
+    """
+    parent = context_from_traceparent(trace_parent) if trace_parent else Context()
+    telemetry = _current.get()
+    tracer = telemetry.tracer if telemetry is not None else trace.get_tracer("arbor_core.events")
+    with tracer.start_as_current_span(
+        name, context=parent, kind=kind, attributes=dict(attributes or {})
+    ) as span:
+        yield span
 
 
 # --- W3C trace context ---------------------------------------------------------------------

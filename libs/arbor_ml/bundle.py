@@ -247,6 +247,7 @@ class ModelBundle:
             categorical_features=preprocessor.categorical_features,
             n_classes=len(signature.classes),
         )
+        model.source_sha256 = hashlib.sha256(files[loader.file_name]).hexdigest()
         return cls(
             model=model,
             preprocessor=preprocessor,

@@ -107,13 +107,22 @@ def test_cleanup_refuses_without_the_registry(arbor: Arbor) -> None:
     assert one_line(result.stderr).startswith("error: UNAVAILABLE: ")
 
 
+# Every metrics port off: a developer's `make up` on the default ports must not answer here.
+NO_METRICS_PORTS: dict[str, str | None] = {
+    f"ARBOR_{name}_METRICS_PORT": "0"
+    for name in ("SPLIT", "TRAINING", "REGISTRY", "INFERENCE", "TRAINING_WORKER")
+}
+
+
 def test_export_metrics_says_clearly_when_there_are_none(arbor: Arbor) -> None:
-    result = arbor.ok("maintenance", "export-metrics", "--json")
+    result = arbor.ok("maintenance", "export-metrics", "--json", env=NO_METRICS_PORTS)
     report = json_out(result.stdout)
     assert report["available"] is False
+    assert "ARBOR_<SVC>_METRICS_PORT" in report["message"]
     assert "ARBOR_OTEL_EXPORTER" in report["message"]
     assert report["health"]["split"] == "SERVING"
-    assert "no metrics endpoint" in arbor.ok("maintenance", "export-metrics").stdout
+    text = arbor.ok("maintenance", "export-metrics", env=NO_METRICS_PORTS).stdout
+    assert "no metrics endpoint" in text
 
 
 @pytest.fixture
@@ -140,7 +149,10 @@ def metrics_endpoint() -> Iterator[str]:
 
 def test_export_metrics_reads_a_configured_endpoint(arbor: Arbor, metrics_endpoint: str) -> None:
     result = arbor.ok(
-        "maintenance", "export-metrics", "--json", env={"ARBOR_SPLIT_METRICS_URL": metrics_endpoint}
+        "maintenance",
+        "export-metrics",
+        "--json",
+        env={**NO_METRICS_PORTS, "ARBOR_SPLIT_METRICS_URL": metrics_endpoint},
     )
     report = json_out(result.stdout)
     assert report["available"] is True

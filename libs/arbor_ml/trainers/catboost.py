@@ -10,6 +10,7 @@ parameters are set explicitly (its automatic rate only applies when none is).
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from typing import Any, ClassVar
@@ -35,6 +36,42 @@ _LOSS = {
     TaskType.MULTICLASS: "MultiClass",
     TaskType.REGRESSION: "RMSE",
 }
+
+
+@functools.lru_cache(maxsize=64)
+def auto_learning_rate(loss: str, train_rows: int, iterations: int) -> float:
+    """The learning rate CatBoost chooses itself for ``train_rows`` rows, ``iterations`` rounds
+    and an eval set (use_best_model), read from CatBoost rather than copied from its source:
+    one round on a one-column frame of that size, stopped at once."""
+    from catboost import CatBoost, Pool
+
+    rows = max(int(train_rows), 2)
+    feature = np.arange(rows, dtype=np.float32).reshape(-1, 1)
+    if loss == "RMSE":
+        label: np.ndarray = np.arange(rows, dtype=np.float64)
+    else:
+        label = np.arange(rows) % (3 if loss == "MultiClass" else 2)
+    eval_rows = slice(0, min(rows, 64))
+    model = CatBoost(
+        {
+            "loss_function": loss,
+            "iterations": max(int(iterations), 1),
+            "verbose": False,
+            "allow_writing_files": False,
+            "thread_count": 1,
+        }
+    )
+    model.fit(
+        Pool(feature, label),
+        eval_set=Pool(feature[eval_rows], label[eval_rows]),
+        callbacks=[_StopAtOnce()],
+    )
+    return float(round(model.learning_rate_, 6))
+
+
+class _StopAtOnce:
+    def after_iteration(self, info: Any) -> bool:
+        return False
 
 
 class CatBoostModel(TrainedModel):
@@ -156,10 +193,25 @@ class CatBoostTrainer(Trainer):
             space["subsample"] = float_param("subsample", 0.5, 1.0, 0.8)
         return space
 
+    def default_params_for(self, train_rows: int, settings: FitSettings | None = None) -> dict:
+        """CatBoost's defaults, with the learning rate it picks by itself for this many rows
+        and rounds with an eval set (its automatic rate, which it only uses when no
+        regularisation parameter is set explicitly, as a study's trial always does)."""
+        params = self.default_params()
+        spec = self.search_space.get("learning_rate")
+        if spec is not None and spec.choices is None:
+            rounds = (settings or FitSettings()).iterations
+            params["learning_rate"] = spec.clamp(
+                auto_learning_rate(_LOSS[self.task], train_rows, rounds)
+            )
+        return params
+
     def eval_metric(self) -> EvalMetric:
         match self.task, self.metric:
             case TaskType.BINARY, "roc_auc":
-                return EvalMetric("AUC", maximize=True)
+                # Early stopping on the log loss, not on AUC: AUC on a small validation part
+                # is flat and noisy (it peaks within a few rounds), the loss is smooth.
+                return EvalMetric("Logloss", maximize=False, exact=False, negate=True)
             case TaskType.BINARY, "log_loss":
                 return EvalMetric("Logloss", maximize=False)
             case _, "accuracy":

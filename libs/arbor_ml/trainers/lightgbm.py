@@ -57,6 +57,8 @@ class LightGBMModel(TrainedModel):
         return np.asarray(self.native.predict(self.matrix(x), **kwargs), dtype=np.float64)
 
     def predict_output(self, x: pl.DataFrame) -> np.ndarray:
+        if self.compiled is not None:
+            return self._compiled_output(self.compiled.predict(self.matrix(x)))
         out = self._predict(x)
         if self.task is TaskType.BINARY:
             return self._binary_stack(out)
@@ -65,7 +67,10 @@ class LightGBMModel(TrainedModel):
         return out.reshape(-1)
 
     def predict_margin(self, x: pl.DataFrame) -> np.ndarray:
-        out = self._predict(x, raw_score=True)
+        if self.compiled is not None:
+            out = self.compiled.predict(self.matrix(x), margin=True)
+        else:
+            out = self._predict(x, raw_score=True)
         return out.reshape(x.height, -1) if self.task is TaskType.MULTICLASS else out.reshape(-1)
 
     def native_contributions(self, x: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +125,8 @@ class LightGBMTrainer(Trainer):
     def eval_metric(self) -> EvalMetric:
         match self.task, self.metric:
             case TaskType.BINARY, "roc_auc":
-                return EvalMetric("auc", maximize=True)
+                # The log loss stops early where AUC would stop on noise (see catboost.py).
+                return EvalMetric("binary_logloss", maximize=False, exact=False, negate=True)
             case TaskType.BINARY, "log_loss":
                 return EvalMetric("binary_logloss", maximize=False)
             case TaskType.BINARY, "accuracy":

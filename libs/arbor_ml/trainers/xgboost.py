@@ -64,6 +64,8 @@ class XGBoostModel(TrainedModel):
         )
 
     def predict_output(self, x: pl.DataFrame) -> np.ndarray:
+        if self.compiled is not None:
+            return self._compiled_output(self.compiled.predict(self.matrix(x)))
         out = np.asarray(self.native.inplace_predict(self.matrix(x)), dtype=np.float64)
         if self.task is TaskType.BINARY:
             return self._binary_stack(out)
@@ -72,8 +74,11 @@ class XGBoostModel(TrainedModel):
         return out.reshape(-1)
 
     def predict_margin(self, x: pl.DataFrame) -> np.ndarray:
-        out = self.native.inplace_predict(self.matrix(x), predict_type="margin")
-        out = np.asarray(out, dtype=np.float64)
+        if self.compiled is not None:
+            out = self.compiled.predict(self.matrix(x), margin=True)
+        else:
+            out = self.native.inplace_predict(self.matrix(x), predict_type="margin")
+            out = np.asarray(out, dtype=np.float64)
         return out.reshape(x.height, -1) if self.task is TaskType.MULTICLASS else out.reshape(-1)
 
     def native_contributions(self, x: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +139,8 @@ class XGBoostTrainer(Trainer):
     def eval_metric(self) -> EvalMetric:
         match self.task, self.metric:
             case TaskType.BINARY, "roc_auc":
-                return EvalMetric("auc", maximize=True)
+                # The log loss stops early where AUC would stop on noise (see catboost.py).
+                return EvalMetric("logloss", maximize=False, exact=False, negate=True)
             case TaskType.BINARY, "log_loss":
                 return EvalMetric("logloss", maximize=False)
             case TaskType.BINARY, "accuracy":

@@ -56,6 +56,9 @@ MAX_MAP_KEY = 256
 MAX_MAP_VALUE = 512
 MAX_URI = 2048
 MAX_INPUTS = 10_000
+MAX_CLASS_LABELS = 10_000
+MAX_COLUMN_NAME = 256
+MAX_DTYPE = 64
 GET_MODEL_VERSIONS = 100
 
 
@@ -418,9 +421,20 @@ def validate_new_version(new: NewVersion, request_id: str) -> None:
     for i, column in enumerate(inputs):
         if not column.name:
             errors.add(f"{p}signature.inputs[{i}].name", "required")
+        elif len(column.name) > MAX_COLUMN_NAME:
+            errors.add(f"{p}signature.inputs[{i}].name", f"longer than {MAX_COLUMN_NAME}")
+        elif len(column.dtype) > MAX_DTYPE:
+            errors.add(f"{p}signature.inputs[{i}].dtype", f"longer than {MAX_DTYPE}")
         elif column.name in seen:
             errors.add(f"{p}signature.inputs[{i}].name", f"duplicate column {column.name[:100]!r}")
         seen.add(column.name)
+    labels = new.signature.class_labels
+    if len(labels) > MAX_CLASS_LABELS:
+        errors.add(p + "signature.class_labels", f"at most {MAX_CLASS_LABELS} class labels")
+    elif any(len(label) > MAX_MAP_VALUE for label in labels):
+        errors.add(p + "signature.class_labels", f"labels are at most {MAX_MAP_VALUE} characters")
+    if len(new.signature.label_dtype) > MAX_DTYPE:
+        errors.add(p + "signature.label_dtype", f"longer than {MAX_DTYPE}")
     errors.raise_if_any("invalid RegisterModelVersion request")
 
 

@@ -163,7 +163,7 @@ class Experiment(_message.Message):
     def __init__(self, name: _Optional[str] = ..., experiment_id: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., split: _Optional[str] = ..., model_type: _Optional[_Union[_common_pb2.ModelType, str]] = ..., task_type: _Optional[_Union[_common_pb2.TaskType, str]] = ..., metric: _Optional[str] = ..., direction: _Optional[_Union[OptimizationDirection, str]] = ..., study: _Optional[_Union[StudyConfig, _Mapping]] = ..., preprocessing: _Optional[_Union[PreprocessingOptions, _Mapping]] = ..., postprocessing: _Optional[_Union[PostprocessingOptions, _Mapping]] = ..., model_name: _Optional[str] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., trials_completed: _Optional[int] = ..., trials_pruned: _Optional[int] = ..., trials_failed: _Optional[int] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., model_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., error_message: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., target_column: _Optional[str] = ...) -> None: ...
 
 class StudyConfig(_message.Message):
-    __slots__ = ("n_trials", "timeout", "sampler", "pruner", "seed", "search_space", "early_stopping_rounds", "cv_folds", "threads", "device")
+    __slots__ = ("n_trials", "timeout", "sampler", "pruner", "seed", "search_space", "early_stopping_rounds", "cv_folds", "threads", "device", "parallelism", "max_iterations")
     class SearchSpaceEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +181,8 @@ class StudyConfig(_message.Message):
     CV_FOLDS_FIELD_NUMBER: _ClassVar[int]
     THREADS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    PARALLELISM_FIELD_NUMBER: _ClassVar[int]
+    MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     n_trials: int
     timeout: _duration_pb2.Duration
     sampler: Sampler
@@ -191,7 +193,9 @@ class StudyConfig(_message.Message):
     cv_folds: int
     threads: int
     device: str
-    def __init__(self, n_trials: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sampler: _Optional[_Union[Sampler, str]] = ..., pruner: _Optional[_Union[Pruner, str]] = ..., seed: _Optional[int] = ..., search_space: _Optional[_Mapping[str, ParamRange]] = ..., early_stopping_rounds: _Optional[int] = ..., cv_folds: _Optional[int] = ..., threads: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
+    parallelism: int
+    max_iterations: int
+    def __init__(self, n_trials: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sampler: _Optional[_Union[Sampler, str]] = ..., pruner: _Optional[_Union[Pruner, str]] = ..., seed: _Optional[int] = ..., search_space: _Optional[_Mapping[str, ParamRange]] = ..., early_stopping_rounds: _Optional[int] = ..., cv_folds: _Optional[int] = ..., threads: _Optional[int] = ..., device: _Optional[str] = ..., parallelism: _Optional[int] = ..., max_iterations: _Optional[int] = ...) -> None: ...
 
 class ParamRange(_message.Message):
     __slots__ = ("float_range", "int_range", "choices")
@@ -264,7 +268,7 @@ class PostprocessingOptions(_message.Message):
     def __init__(self, decision_threshold: _Optional[float] = ..., threshold_objective: _Optional[str] = ..., clip_min: _Optional[float] = ..., clip_max: _Optional[float] = ..., round_digits: _Optional[int] = ..., scale: _Optional[float] = ..., offset: _Optional[float] = ..., log_target: _Optional[bool] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("name", "number", "state", "value", "params", "intermediate_values", "start_time", "end_time", "duration", "model_type", "fold_values")
+    __slots__ = ("name", "number", "state", "value", "params", "intermediate_values", "start_time", "end_time", "duration", "model_type", "fold_values", "error_message", "best_iteration")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -276,6 +280,8 @@ class Trial(_message.Message):
     DURATION_FIELD_NUMBER: _ClassVar[int]
     MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
     FOLD_VALUES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    BEST_ITERATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     number: int
     state: TrialState
@@ -287,7 +293,9 @@ class Trial(_message.Message):
     duration: _duration_pb2.Duration
     model_type: _common_pb2.ModelType
     fold_values: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, name: _Optional[str] = ..., number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., value: _Optional[float] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., intermediate_values: _Optional[_Iterable[_Union[IntermediateValue, _Mapping]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model_type: _Optional[_Union[_common_pb2.ModelType, str]] = ..., fold_values: _Optional[_Iterable[float]] = ...) -> None: ...
+    error_message: str
+    best_iteration: int
+    def __init__(self, name: _Optional[str] = ..., number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., value: _Optional[float] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., intermediate_values: _Optional[_Iterable[_Union[IntermediateValue, _Mapping]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model_type: _Optional[_Union[_common_pb2.ModelType, str]] = ..., fold_values: _Optional[_Iterable[float]] = ..., error_message: _Optional[str] = ..., best_iteration: _Optional[int] = ...) -> None: ...
 
 class IntermediateValue(_message.Message):
     __slots__ = ("step", "value")
@@ -328,7 +336,7 @@ class GetExperimentResponse(_message.Message):
     def __init__(self, experiment: _Optional[_Union[Experiment, _Mapping]] = ...) -> None: ...
 
 class ListExperimentsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "state_filter", "split_filter", "label_filter", "show_deleted")
+    __slots__ = ("page_size", "page_token", "state_filter", "split_filter", "label_filter", "show_deleted", "model_type_filter")
     class LabelFilterEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -342,13 +350,15 @@ class ListExperimentsRequest(_message.Message):
     SPLIT_FILTER_FIELD_NUMBER: _ClassVar[int]
     LABEL_FILTER_FIELD_NUMBER: _ClassVar[int]
     SHOW_DELETED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TYPE_FILTER_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     state_filter: ExperimentState
     split_filter: str
     label_filter: _containers.ScalarMap[str, str]
     show_deleted: bool
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state_filter: _Optional[_Union[ExperimentState, str]] = ..., split_filter: _Optional[str] = ..., label_filter: _Optional[_Mapping[str, str]] = ..., show_deleted: _Optional[bool] = ...) -> None: ...
+    model_type_filter: _common_pb2.ModelType
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state_filter: _Optional[_Union[ExperimentState, str]] = ..., split_filter: _Optional[str] = ..., label_filter: _Optional[_Mapping[str, str]] = ..., show_deleted: _Optional[bool] = ..., model_type_filter: _Optional[_Union[_common_pb2.ModelType, str]] = ...) -> None: ...
 
 class ListExperimentsResponse(_message.Message):
     __slots__ = ("experiments", "next_page_token")
@@ -389,16 +399,18 @@ class DeleteExperimentResponse(_message.Message):
     def __init__(self, experiment: _Optional[_Union[Experiment, _Mapping]] = ...) -> None: ...
 
 class ListTrialsRequest(_message.Message):
-    __slots__ = ("parent", "page_size", "page_token", "state_filter")
+    __slots__ = ("parent", "page_size", "page_token", "state_filter", "order_by")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATE_FILTER_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     parent: str
     page_size: int
     page_token: str
     state_filter: TrialState
-    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state_filter: _Optional[_Union[TrialState, str]] = ...) -> None: ...
+    order_by: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state_filter: _Optional[_Union[TrialState, str]] = ..., order_by: _Optional[str] = ...) -> None: ...
 
 class ListTrialsResponse(_message.Message):
     __slots__ = ("trials", "next_page_token")

@@ -1,0 +1,1 @@
+"""Arbor's benchmark suite: `make bench` runs `python -m bench.run`."""

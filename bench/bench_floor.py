@@ -1,0 +1,261 @@
+"""The floors Predict is judged against, measured on the models ``bench_inference`` serves.
+
+* **echo**: a bare ``grpc.aio`` unary round trip over loopback (a generic handler that returns
+  the request bytes, in a child process like the inference server), with a one-row Predict
+  request as payload, at concurrency 1 and 8: what any gRPC service pays before doing work.
+* **library**: the model library's own predict on a numpy matrix, one thread, no Arbor code
+  (LightGBM ``Booster.predict``, XGBoost ``inplace_predict``, CatBoost ``predict``): 1 row
+  p50/p99, rows/s at 1,000 and 10,000 rows.
+* **compiled**: the same through ``arbor_ml.compiled`` (LightGBM, XGBoost), with its build
+  time and its load time from the cache.
+* **cold load**: ``load_bundle`` from a local artifact store (checksums verified) plus the
+  first one-row prediction, median of several loads of a 300-tree model; with compiled
+  inference the cached library is attached too.
+
+Models are ``bench_inference.train_model``'s (binary, 300 trees, 30 numeric features, same
+seed), so "the same model" holds across the files of one ``make bench``.
+
+    python -m bench.bench_floor [--short] [--output bench/results/floor.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import _models as bench_models
+from bench import bench_inference as bi
+
+RESULTS = Path(__file__).resolve().parent / "results" / "floor.json"
+ECHO_METHOD = "/arbor.bench.Echo/Echo"
+
+
+# --------------------------------------------------------------------------- echo server
+
+
+def serve_echo() -> None:
+    """Child process: a grpc.aio server whose one method returns the request bytes."""
+    import grpc
+
+    async def main() -> None:
+        async def echo(request: bytes, context: Any) -> bytes:
+            return request
+
+        handler = grpc.method_handlers_generic_handler(
+            "arbor.bench.Echo",
+            {
+                "Echo": grpc.unary_unary_rpc_method_handler(
+                    echo, request_deserializer=None, response_serializer=None
+                )
+            },
+        )
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20)])
+        server.add_generic_rpc_handlers((handler,))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        print(json.dumps({"address": f"127.0.0.1:{port}"}), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await server.stop(0.5)
+
+    asyncio.run(main())
+
+
+def measure_echo(requests: int) -> dict[str, Any]:
+    import grpc
+
+    from arbor.common.v1 import common_pb2
+    from arbor.inference.v1 import inference_service_pb2 as pb
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bench.bench_floor", "--serve-echo"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert child.stdout is not None
+        address = json.loads(child.stdout.readline())["address"]
+        channel = grpc.insecure_channel(address)
+        echo = channel.unary_unary(ECHO_METHOD, request_serializer=None, response_deserializer=None)
+        selector = common_pb2.ModelSelector(stage=common_pb2.StageSelector(model="bench"))
+        payload = pb.PredictRequest(
+            model=selector, input=bi.inline(bi.request_frame(1), "columns")
+        ).SerializeToString()
+        out: dict[str, Any] = {"payload_bytes": len(payload)}
+        for concurrency in (1, 8):
+            count = requests if concurrency == 1 else requests * 2
+            p50, p99, wall = bi.measure(lambda: echo(payload, timeout=10), count, concurrency)
+            per = max(1, count // concurrency) * concurrency
+            out[f"c{concurrency}"] = {"p50_ms": p50, "p99_ms": p99, "calls_per_s": per / wall}
+        channel.close()
+        return out
+    finally:
+        if child.stdin:
+            child.stdin.close()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+# --------------------------------------------------------------------------- library floor
+
+
+def library_call(bundle: Any) -> Any:
+    """``f(x)`` -> the library's own predict on a float64 matrix, one thread."""
+    model = bundle.model
+    native = model.native
+    kind = model.model_type.value
+    if kind == "lightgbm":
+        return lambda x: native.predict(x, num_threads=1)
+    if kind == "xgboost":
+        native.set_param({"nthread": 1})
+        return lambda x: native.inplace_predict(x.astype(np.float32, copy=False))
+    return lambda x: native.predict(
+        x.astype(np.float32, copy=False), prediction_type="Probability", thread_count=1
+    )
+
+
+def timed(call: Any, x: np.ndarray, requests: int) -> dict[str, float]:
+    for _ in range(min(20, requests)):
+        call(x)
+    samples = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        call(x)
+        samples.append(time.perf_counter() - started)
+    values = np.array(samples)
+    p50 = float(np.percentile(values, 50))
+    return {
+        "p50_ms": p50 * 1000,
+        "p99_ms": float(np.percentile(values, 99)) * 1000,
+        "rows_per_s": x.shape[0] / p50,
+    }
+
+
+def sizes_plan(short: bool) -> list[tuple[int, int]]:
+    scale = 0.25 if short else 1.0
+    return [(1, int(4000 * scale)), (1_000, int(200 * scale)), (10_000, max(8, int(40 * scale)))]
+
+
+def cold_load(bundle: Any, work: Path, loads: int, compiled_cache: Path | None) -> dict[str, Any]:
+    from arbor_core.artifacts import LocalArtifactStore
+    from arbor_ml import bundle_prefix, compiled, load_bundle, save_bundle
+
+    store = LocalArtifactStore(work / "artifacts")
+    ref = save_bundle(bundle, store, bundle_prefix(f"cold-{bundle.model_type.value}", 1))
+    one = bi.request_frame(1)
+    samples, attach = [], []
+    for _ in range(loads):
+        started = time.perf_counter()
+        loaded = load_bundle(store, ref.prefix, expected_manifest_sha256=ref.manifest_sha256)
+        mid = time.perf_counter()
+        if compiled_cache is not None:
+            compiled.enable_compiled(loaded, compiled_cache, background=True)
+        attached = time.perf_counter()
+        loaded.predict_raw(one)
+        samples.append(time.perf_counter() - started)
+        attach.append(attached - mid)
+    return {
+        "p50_ms": float(np.median(samples)) * 1000,
+        "max_ms": float(np.max(samples)) * 1000,
+        "compiled_attach_ms": float(np.median(attach)) * 1000 if compiled_cache else None,
+        "bundle_bytes": sum(r.size for r in ref.files.values()),
+    }
+
+
+def run(short: bool, models: tuple[str, ...] = bi.MODEL_TYPES) -> dict[str, Any]:
+    from arbor_ml import compiled
+
+    work = Path(tempfile.mkdtemp(prefix="arbor-bench-floor-"))
+    cache = work / "compiled"
+    report: dict[str, Any] = {
+        "benchmark": "floor",
+        "mode": "short" if short else "full",
+        "echo": measure_echo(400 if short else 2000),
+        "models": {},
+    }
+    print(
+        f"  echo c=1 p50={report['echo']['c1']['p50_ms']:.3f}ms "
+        f"c=8 p50={report['echo']['c8']['p50_ms']:.3f}ms",
+        file=sys.stderr,
+    )
+    for model_type in models:
+        bundle = bench_models.model(model_type)
+        entry: dict[str, Any] = {"library": {}, "compiled": {}}
+        call = library_call(bundle)
+        predictor = None
+        reason = compiled.unavailable_reason(bundle.model_type)
+        if reason is None:
+            predictor = compiled.compile_model(bundle.model, cache)
+            if predictor is not None:
+                entry["compile_seconds"] = predictor.compile_seconds
+                again = compiled.CompiledPredictor(predictor.path, predictor.model_sha256)
+                entry["compiled_load_ms"] = again.load_seconds * 1000
+            else:
+                reason = "self-check or build failed (see log)"
+        entry["compiled_unavailable"] = reason
+        for rows, requests in sizes_plan(short):
+            x = np.ascontiguousarray(bi.request_frame(rows).to_numpy(), dtype=np.float64)
+            entry["library"][str(rows)] = timed(call, x, requests)
+            if predictor is not None:
+                one_thread = predictor
+                entry["compiled"][str(rows)] = timed(
+                    lambda x, p=one_thread: p.predict(x, threads=1), x, requests
+                )
+                expected = np.asarray(call(x), dtype=np.float64).reshape(rows, -1)
+                got = predictor.predict(x, threads=1)
+                entry.setdefault("compiled_max_abs_diff", 0.0)
+                entry["compiled_max_abs_diff"] = max(
+                    entry["compiled_max_abs_diff"],
+                    float(np.max(np.abs(expected[:, -1] - got[:, -1]))),
+                )
+            lib = entry["library"][str(rows)]
+            comp = entry["compiled"].get(str(rows))
+            print(
+                f"  {model_type:8} rows={rows:<6} library p50={lib['p50_ms']:.3f}ms "
+                f"{lib['rows_per_s']:12,.0f} rows/s"
+                + (
+                    f" | compiled p50={comp['p50_ms']:.3f}ms {comp['rows_per_s']:12,.0f} rows/s"
+                    if comp
+                    else ""
+                ),
+                file=sys.stderr,
+            )
+        entry["cold_load"] = cold_load(bundle, work / model_type, 3 if short else 7, None)
+        if predictor is not None:
+            entry["cold_load_compiled"] = cold_load(bundle, work / model_type, 3, cache)
+        report["models"][model_type] = entry
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", action="store_true")
+    parser.add_argument("--models", default=",".join(bi.MODEL_TYPES))
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--serve-echo", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_echo:
+        serve_echo()
+        return 0
+    short = args.short or os.environ.get("BENCH_MODE") == "short"
+    report = run(short, tuple(m for m in args.models.split(",") if m))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,491 @@
+"""Benchmark of Predict: the real gRPC server over loopback beside the same model in-process.
+
+For CatBoost, XGBoost and LightGBM (binary, 300 trees on 30 numeric features), it measures
+single-row latency (p50, p99) and 1,000 / 10,000-row batch throughput (rows/s), at
+concurrency 1 and 8, for the input shapes (JSON rows, typed columns, Arrow IPC), and the
+same batches through ``ModelBundle.predict`` in this process (the floor). The servers
+(registry on SQLite, inference, a private nats-server) run in a child process, so client and
+server do not share a GIL; requests are serialized once up front.
+
+Targets: single-row p50 under 1 ms; 10,000-row batches with the columnar shape at >= 70% of
+in-process throughput. LightGBM and XGBoost run through ``arbor_ml.compiled`` on both sides
+(``--no-compiled``: their libraries on both sides). The servers log at WARNING by default
+(``--log-level INFO`` adds the per-call JSON access log, which costs about as much as the
+rest of a one-row call).
+
+    python bench/bench_inference.py            # full run
+    python bench/bench_inference.py --short    # short mode (also BENCH_MODE=short)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results" / "inference.json"
+MODEL_TYPES = ("catboost", "xgboost", "lightgbm")
+FEATURES = 30
+TREES = 300
+TARGET_P50_MS = 1.0
+TARGET_RATIO = 0.70
+
+
+# --------------------------------------------------------------------------- the servers
+
+
+def serve(work: Path) -> None:
+    """Child process: nats-server, registry and inference; prints their addresses, then
+    serves until stdin closes."""
+    from arbor_core.config import load_settings
+    from arbor_core.logging import configure_logging
+    from arbor_core.testing import NatsServerProcess
+    from arbor_inference.server import build_runner as build_inference
+    from arbor_registry.server import build_runner as build_registry
+    from arbor_registry.server import migrate
+
+    configure_logging("inference", os.environ.get("ARBOR_LOG_LEVEL", "WARNING"))
+    nats = NatsServerProcess(store_dir=work / "nats").start()
+
+    def settings(service: str, **extra: Any) -> Any:
+        return dataclasses.replace(
+            load_settings(service),
+            host="127.0.0.1",
+            port=0,
+            home=work,
+            nats_url=nats.url,
+            nats_namespace="bench",
+            artifact_uri=str(work / "artifacts"),
+            auth_tokens=[],
+            **extra,
+        )
+
+    async def main() -> None:
+        registry_settings = settings("registry", database_url=f"sqlite:///{work / 'reg.db'}")
+        migrate(registry_settings)
+        registry = build_registry(registry_settings, relay_poll_interval=0.05)
+        await registry.start()
+        addresses = dict(registry_settings.service_addresses, registry=registry.address)
+        inference = build_inference(settings("inference", service_addresses=addresses))
+        await inference.start()
+        await asyncio.wait_for(inference.events.subscribed.wait(), 30)  # type: ignore[attr-defined]
+        print(
+            json.dumps({"registry": registry.address, "inference": inference.address}), flush=True
+        )
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await inference.stop(1)
+        await registry.stop(1)
+
+    try:
+        asyncio.run(main())
+    finally:
+        nats.close()
+
+
+# --------------------------------------------------------------------------- data
+
+
+def training_frame(rows: int = 3000, seed: int = 1) -> Any:
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, FEATURES))
+    frame = pl.DataFrame({f"f{i}": x[:, i] for i in range(FEATURES)})
+    score = x[:, 0] + x[:, 1] * x[:, 2] - 0.5 * x[:, 3] + rng.normal(0, 0.3, rows)
+    return frame.with_columns(pl.Series("y", np.where(score > 0, "yes", "no")))
+
+
+def train_model(model_type: str) -> Any:
+    from arbor_ml import FitSettings, train
+
+    data = training_frame()
+    cut = int(data.height * 0.8)
+    return train(
+        data[:cut],
+        data[cut:],
+        target="y",
+        model_type=model_type,
+        task="binary",
+        settings=FitSettings(iterations=TREES, early_stopping_rounds=None, seed=0, threads=0),
+    )
+
+
+def request_frame(rows: int, seed: int = 7) -> Any:
+    import numpy as np
+    import polars as pl
+
+    x = np.random.default_rng(seed).normal(size=(rows, FEATURES))
+    return pl.DataFrame({f"f{i}": x[:, i] for i in range(FEATURES)})
+
+
+def inline(frame: Any, shape: str) -> Any:
+    import pyarrow as pa
+    from google.protobuf import struct_pb2
+
+    from arbor.common.v1 import common_pb2
+
+    data = common_pb2.InlineData()
+    if shape == "json_rows":
+        for row in frame.iter_rows(named=True):
+            struct = struct_pb2.Struct()
+            struct.update(row)
+            data.json_rows.rows.append(struct)
+    elif shape == "columns":
+        for series in frame.get_columns():
+            column = data.columns.columns.add(name=series.name)
+            column.double_values.values.extend(series.to_numpy().tolist())
+    else:
+        sink = io.BytesIO()
+        table = frame.to_arrow()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        data.arrow_ipc = sink.getvalue()
+    return data
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclasses.dataclass
+class Result:
+    model: str
+    path: str  # grpc / in-process
+    shape: str
+    rows: int
+    concurrency: int
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    rows_per_s: float
+
+
+def measure(call: Callable[[], Any], requests: int, concurrency: int) -> tuple[float, float, float]:
+    """(p50 ms, p99 ms, wall seconds) of ``requests`` calls spread over ``concurrency`` threads."""
+    import numpy as np
+
+    for _ in range(min(20, requests)):
+        call()
+    latencies: list[float] = []
+    lock = threading.Lock()
+    per_thread = max(1, requests // concurrency)
+
+    def worker() -> None:
+        local = []
+        for _ in range(per_thread):
+            started = time.perf_counter()
+            call()
+            local.append(time.perf_counter() - started)
+        with lock:
+            latencies.extend(local)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for future in [pool.submit(worker) for _ in range(concurrency)]:
+            future.result()
+    wall = time.perf_counter() - started
+    values = np.array(latencies) * 1000
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99)), wall
+
+
+def plan(short: bool, sizes: tuple[int, ...] = (1, 1_000, 10_000)) -> list[tuple[int, str, int]]:
+    """(rows, shape, requests at concurrency 1)."""
+    scale = 0.2 if short else 1.0
+
+    def n(count: int) -> int:
+        return max(5, int(count * scale))
+
+    full = [
+        (1, "json_rows", n(2000)),
+        (1, "columns", n(2000)),
+        (1_000, "json_rows", n(60)),
+        (1_000, "columns", n(200)),
+        (1_000, "arrow_ipc", n(200)),
+        (10_000, "columns", n(30)),
+        (10_000, "arrow_ipc", n(30)),
+    ]
+    return [step for step in full if step[0] in sizes]
+
+
+def run(
+    short: bool,
+    models: tuple[str, ...] = MODEL_TYPES,
+    sizes: tuple[int, ...] = (1, 1_000, 10_000),
+    compiled: bool = True,
+) -> dict[str, Any]:
+    import grpc
+
+    from arbor.common.v1 import common_pb2
+    from arbor.inference.v1 import inference_service_pb2 as pb
+    from arbor.registry.v1 import registry_service_pb2 as reg_pb
+    from arbor.registry.v1 import registry_service_pb2_grpc as reg_grpc
+    from arbor_core.artifacts import LocalArtifactStore
+    from arbor_ml import bundle_prefix, save_bundle
+
+    work = Path(tempfile.mkdtemp(prefix="arbor-bench-inference-"))
+    store = LocalArtifactStore(work / "artifacts")
+    bundles = {}
+    for model_type in models:
+        started = time.perf_counter()
+        bundles[model_type] = train_model(model_type)
+        print(f"trained {model_type}: {time.perf_counter() - started:.1f}s", file=sys.stderr)
+        if compiled:
+            # Build (or reuse) the compiled predictor now: the server then attaches it from
+            # the shared on-disk cache when it loads the model, and the in-process floor
+            # uses it too, so both sides run the same code from the first measurement.
+            from arbor_ml.compiled import enable_compiled
+
+            started = time.perf_counter()
+            predictor = enable_compiled(bundles[model_type])
+            print(
+                f"compiled {model_type}: {predictor is not None} "
+                f"({time.perf_counter() - started:.1f}s)",
+                file=sys.stderr,
+            )
+
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(work)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        addresses = json.loads(child.stdout.readline())
+        registry = reg_grpc.RegistryServiceStub(grpc.insecure_channel(addresses["registry"]))
+        channel = grpc.insecure_channel(
+            addresses["inference"],
+            options=[
+                ("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.max_send_message_length", 64 << 20),
+            ],
+        )
+        # requests are serialized once: the client's encoding cost is not the server's
+        predict = channel.unary_unary(
+            "/arbor.inference.v1.InferenceService/Predict",
+            request_serializer=None,
+            response_deserializer=pb.PredictResponse.FromString,
+        )
+        results: list[Result] = []
+        for model_type, bundle in bundles.items():
+            ref = save_bundle(bundle, store, bundle_prefix(f"bench-{model_type}", 1))
+            version = registry.RegisterModelVersion(
+                reg_pb.RegisterModelVersionRequest(
+                    model=f"bench-{model_type}",
+                    model_version=reg_pb.ModelVersion(
+                        artifact_uri=ref.uri,
+                        artifact_checksums={n: r.sha256 for n, r in ref.files.items()},
+                        model_type=getattr(common_pb2, f"MODEL_TYPE_{model_type.upper()}"),
+                        task_type=common_pb2.TASK_TYPE_BINARY,
+                    ),
+                )
+            ).model_version
+            registry.PromoteModel(
+                reg_pb.PromoteModelRequest(
+                    name=version.name, stage=common_pb2.MODEL_STAGE_PRODUCTION
+                )
+            )
+            selector = common_pb2.ModelSelector(
+                stage=common_pb2.StageSelector(model=f"bench-{model_type}")
+            )
+            for rows, shape, requests in plan(short, sizes):
+                frame = request_frame(rows)
+                payload = pb.PredictRequest(model=selector, input=inline(frame, shape))
+                raw = payload.SerializeToString()
+                answer = predict(raw, timeout=60)
+                expected = bundle.predict(frame).labels.to_list()
+                assert [v.string_value for v in answer.labels] == expected, "wrong answer"
+                for concurrency in (1, 8):
+                    count = requests if concurrency == 1 else requests * 2
+                    p50, p99, wall = measure(
+                        lambda raw=raw: predict(raw, timeout=60), count, concurrency
+                    )
+                    per = max(1, count // concurrency) * concurrency
+                    results.append(
+                        Result(
+                            model_type,
+                            "grpc",
+                            shape,
+                            rows,
+                            concurrency,
+                            per,
+                            p50,
+                            p99,
+                            rows * per / wall,
+                        )
+                    )
+                    print(
+                        f"  {model_type:8} grpc {shape:9} rows={rows:<6} c={concurrency} "
+                        f"p50={p50:7.3f}ms p99={p99:7.3f}ms {rows * per / wall:12,.0f} rows/s",
+                        file=sys.stderr,
+                    )
+            for rows in sorted({r for r, _, _ in plan(short, sizes)}):
+                requests = next(n for r, _, n in plan(short, sizes) if r == rows)
+                frame = request_frame(rows)
+                for concurrency in (1, 8):
+                    count = requests if concurrency == 1 else requests * 2
+                    p50, p99, wall = measure(
+                        lambda f=frame, b=bundle: b.predict(f), count, concurrency
+                    )
+                    per = max(1, count // concurrency) * concurrency
+                    results.append(
+                        Result(
+                            model_type,
+                            "in-process",
+                            "polars",
+                            rows,
+                            concurrency,
+                            per,
+                            p50,
+                            p99,
+                            rows * per / wall,
+                        )
+                    )
+                    print(
+                        f"  {model_type:8} in-process      rows={rows:<6} c={concurrency} "
+                        f"p50={p50:7.3f}ms p99={p99:7.3f}ms {rows * per / wall:12,.0f} rows/s",
+                        file=sys.stderr,
+                    )
+    finally:
+        if child.stdin:
+            child.stdin.close()
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return summarize(results, short, models)
+
+
+def summarize(results: list[Result], short: bool, models: tuple[str, ...]) -> dict[str, Any]:
+    floor = {
+        (r.model, r.rows, r.concurrency): r.rows_per_s for r in results if r.path == "in-process"
+    }
+    rows_out = []
+    for r in results:
+        row = dataclasses.asdict(r)
+        base = floor.get((r.model, r.rows, r.concurrency))
+        row["vs_in_process"] = round(r.rows_per_s / base, 3) if base and r.path == "grpc" else None
+        rows_out.append(row)
+    checks = []
+    for model in models:
+        single = [
+            r
+            for r in results
+            if r.model == model and r.path == "grpc" and r.rows == 1 and r.concurrency == 1
+        ]
+        best = min((r.p50_ms for r in single), default=float("nan"))
+        checks.append(
+            {
+                "model": model,
+                "check": "single-row p50 (ms)",
+                "value": round(best, 3),
+                "target": TARGET_P50_MS,
+                "ok": best < TARGET_P50_MS,
+            }
+        )
+        for concurrency in (1, 8):
+            big = [
+                r
+                for r in results
+                if r.model == model
+                and r.path == "grpc"
+                and r.rows == 10_000
+                and r.concurrency == concurrency
+                and r.shape in ("columns", "arrow_ipc")
+            ]
+            base = floor.get((model, 10_000, concurrency))
+            for r in big:
+                ratio = r.rows_per_s / base if base else float("nan")
+                checks.append(
+                    {
+                        "model": model,
+                        "check": f"10k {r.shape} c={concurrency} / in-process",
+                        "value": round(ratio, 3),
+                        "target": TARGET_RATIO,
+                        "ok": ratio >= TARGET_RATIO,
+                    }
+                )
+    return {
+        "benchmark": "inference",
+        "mode": "short" if short else "full",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
+        "model": {"trees": TREES, "features": FEATURES, "task": "binary"},
+        "server_log_level": os.environ.get("ARBOR_LOG_LEVEL", "WARNING"),
+        "compiled": os.environ.get("ARBOR_INFERENCE_COMPILED", "1") != "0",
+        "results": rows_out,
+        "checks": checks,
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    header = (
+        f"{'model':9} {'path':10} {'shape':9} {'rows':>6} {'conc':>4} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'rows/s':>12} {'vs in-proc':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in report["results"]:
+        ratio = "" if r["vs_in_process"] is None else f"{r['vs_in_process']:.2f}"
+        print(
+            f"{r['model']:9} {r['path']:10} {r['shape']:9} {r['rows']:>6} {r['concurrency']:>4} "
+            f"{r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['rows_per_s']:>12,.0f} {ratio:>10}"
+        )
+    print()
+    for c in report["checks"]:
+        mark = "ok " if c["ok"] else "MISS"
+        print(f"[{mark}] {c['model']:9} {c['check']:32} {c['value']:>8} (target {c['target']})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", action="store_true", help="fewer requests (BENCH_MODE=short)")
+    parser.add_argument("--models", default=",".join(MODEL_TYPES), help="comma-separated")
+    parser.add_argument("--sizes", default="1,1000,10000", help="batch sizes, comma-separated")
+    parser.add_argument("--no-write", action="store_true", help="do not write the JSON")
+    parser.add_argument(
+        "--no-compiled",
+        action="store_true",
+        help="serve LightGBM/XGBoost with their libraries (no arbor_ml.compiled predictor)",
+    )
+    parser.add_argument(
+        "--log-level", default="WARNING", help="the servers' log level (INFO: access log per call)"
+    )
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(Path(args.serve))
+        return 0
+    short = args.short or os.environ.get("BENCH_MODE", "") == "short"
+    os.environ["ARBOR_LOG_LEVEL"] = args.log_level
+    os.environ["ARBOR_INFERENCE_COMPILED"] = "0" if args.no_compiled else "1"
+    models = tuple(m for m in args.models.split(",") if m)
+    sizes = tuple(int(s) for s in args.sizes.split(",") if s)
+    report = run(short, models, sizes, compiled=not args.no_compiled)
+    print_table(report)
+    if not args.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Prediction latency of a trained model, measured the same way for every trial.
+
+A study's leaderboard shows, beside each trial's score, what its model costs to serve:
+:func:`predict_ms_per_1k_rows` times ``TrainedModel.predict_output`` on 1,000 preprocessed
+validation rows (rows are repeated when the part is smaller), best of a few runs after one
+warm-up call, in milliseconds. Preprocessing is left out: it is the same for every trial of
+a library. The registry's promotion gate reads the same number from the version's metrics
+(``predict_ms_per_1k_rows``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import polars as pl
+
+from arbor_ml.trainers.base import TrainedModel
+
+#: The metric key under which a model version records this latency.
+LATENCY_METRIC = "predict_ms_per_1k_rows"
+
+
+def sample_rows(x: pl.DataFrame, rows: int = 1000) -> pl.DataFrame:
+    """Exactly ``rows`` rows of ``x``: its head, repeated when it is shorter."""
+    if x.height == 0:
+        return x
+    if x.height >= rows:
+        return x.head(rows)
+    repeats = -(-rows // x.height)
+    return pl.concat([x] * repeats).head(rows)
+
+
+def predict_ms_per_1k_rows(
+    model: TrainedModel, x: pl.DataFrame, *, rows: int = 1000, repeats: int = 3
+) -> float | None:
+    """Milliseconds ``model`` takes to predict 1,000 rows of ``x`` (None without rows)."""
+    batch = sample_rows(x, rows)
+    if batch.height == 0:
+        return None
+    model.predict_output(batch.head(8))  # warm-up: lazy initialisation, caches
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        started = time.perf_counter()
+        model.predict_output(batch)
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000.0 * 1000 / batch.height, 3)

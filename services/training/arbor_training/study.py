@@ -1,0 +1,975 @@
+"""The Optuna study runner: trials on a shared RDB study, then the refit of the best one.
+
+How a study survives workers dying and is shared by several of them:
+
+* **Storage.** Optuna's ``RDBStorage`` on the service's own database (on PostgreSQL in the
+  ``training`` schema, through the ``search_path`` connect option); the study name is the
+  experiment id, and every worker opens it with ``load_if_exists``. Finished trials live
+  there, so a worker that picks up a redelivered job resumes the same study.
+* **Budget.** ``n_trials`` is counted in the storage, so every worker sees the same count: the
+  first ``n_trials`` trials by number that *count* make the study (a trial counts unless it was
+  failed by the heartbeat check or discarded). Each worker runs one trial per
+  ``study.optimize(n_trials=1)`` call while the count is below the budget; a trial created
+  past the budget by a race between workers sees its rank at the objective's start and
+  discards itself before training. Nothing is reserved, so nothing leaks when a worker dies.
+* **Dead workers.** Heartbeats (``heartbeat_interval``/``grace_period``) mark the running trial
+  of a killed worker stale; ``fail_stale_trials`` (run by Optuna before each trial, and by the
+  runner while it waits) fails it and calls :meth:`StudyRunner._on_stale`, which re-enqueues
+  the same parameters (``RetryHeartbeatStaleTrialCallback``). A trial whose worker died
+  between creating it and its first heartbeat has no heartbeat to go stale; the runner fails
+  such an orphan (RUNNING, no parameters, older than the grace period) the same way. A stale
+  trial is not a finished trial: it neither counts nor is recorded in ``experiment_trials``.
+* **Recording.** Each finished trial (COMPLETE, PRUNED, or FAIL raised by the objective) is
+  written to ``experiment_trials`` with its event in one transaction, keyed by Optuna's trial
+  number, so recording twice is a no-op; before finalizing, trials Optuna finished but the
+  service did not record (a worker killed in between) are recorded from the storage.
+* **Defaults first.** The worker that starts the study enqueues the library's default
+  parameters (``study.enqueue_trial``) as trial 0, so a study never ends worse than defaults.
+
+The refit rule: the best trial is retrained on the train part with its parameters and the
+iteration count its early stopping kept (``best_iteration + 1``, no early stopping), which
+reproduces the trial's model without storing every trial's model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import optuna
+import polars as pl
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial
+from optuna.trial import TrialState as OptunaTrialState
+
+from arbor.events.v1 import events_pb2
+from arbor_core import metrics as arbor_metrics
+from arbor_core.artifacts import ArtifactRef, ArtifactStore
+from arbor_core.db import effective_url, utcnow
+from arbor_core.errors import FailedPrecondition
+from arbor_core.events import new_event
+from arbor_ml import metrics as M
+from arbor_ml.bundle import BundleRef, ModelBundle, build_bundle, load_bundle, save_bundle
+from arbor_ml.data import PreparedData, prepare_data
+from arbor_ml.postprocessing import PostprocessingOptions
+from arbor_ml.preprocessing import PreprocessingOptions
+from arbor_ml.trainers import FitSettings, Trainer, get_trainer
+from arbor_ml.types import Direction, ModelType, TaskType
+from arbor_training.domain import (
+    AUTO,
+    EVENT_SOURCE,
+    Experiment,
+    ExperimentSpec,
+    ExperimentState,
+    Pruner,
+    Sampler,
+    TrialRecord,
+    TrialState,
+    sampler_installed,
+)
+from arbor_training.repository import TrainingRepository
+
+log = logging.getLogger("arbor.training.study")
+
+#: Trial user attribute holding what the objective measured (one write per trial).
+ATTR = "arbor"
+MODEL_TYPE_PARAM = "model_type"
+SEED_MODULUS = 2**31
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Timing of the worker side; tests shorten every interval."""
+
+    heartbeat_interval: int = 10  # seconds between trial heartbeats (Optuna wants an int)
+    grace_period: int = 30  # seconds without a heartbeat before a running trial is stale
+    control_interval: float = 0.5  # seconds between reads of the cancel flag
+    # Intermediate values (and pruning checks) per trial at most: each report is a storage
+    # write and each check a read, so every boosting round would cost more than it prunes.
+    report_points: int = 10
+    finalizer_lease: float = 120.0  # seconds a finalizing worker's claim holds unrenewed
+
+
+class Outcome(StrEnum):
+    """Why a worker's trial loop ended."""
+
+    BUDGET_DONE = "budget_done"  # the budget is used and no trial runs anywhere
+    TIMEOUT = "timeout"  # the study's time budget is spent
+    CANCELLED = "cancelled"  # cancel (or a forced delete) was requested
+    NOT_RUNNING = "not_running"  # someone else moved the experiment on
+    SHUTDOWN = "shutdown"  # this worker is stopping (SIGTERM): another one takes over
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def storage_url(database_url: str, schema: str = "training") -> tuple[str, dict[str, Any]]:
+    """Optuna's URL and engine options: same database as the service, its schema on PG."""
+    url = effective_url(database_url, schema)
+    # No pool_pre_ping: Optuna checks a connection out for every storage call (dozens per
+    # trial) and a ping is a round trip each time, which doubled the per-trial overhead. A
+    # connection lost with the database fails one call; the job is then retried.
+    kwargs: dict[str, Any] = {}
+    if url.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"options": f"-csearch_path={schema}", "connect_timeout": 5}
+    else:
+        kwargs["connect_args"] = {"timeout": 30}
+    return url.render_as_string(hide_password=False), kwargs
+
+
+def open_storage(
+    database_url: str,
+    settings: StudySettings,
+    on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    schema: str = "training",
+) -> RDBStorage:
+    """The shared storage, with heartbeats and a callback for trials of dead workers."""
+    url, kwargs = storage_url(database_url, schema)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(
+            url,
+            engine_kwargs=kwargs,
+            heartbeat_interval=settings.heartbeat_interval,
+            grace_period=settings.grace_period,
+            heartbeat_stale_trial_callback=on_stale,
+        )
+
+
+def make_sampler(spec: ExperimentSpec, *, reseed: bool) -> optuna.samplers.BaseSampler:
+    if not sampler_installed(spec.study.sampler):
+        raise FailedPrecondition(
+            f"the {spec.study.sampler.value} sampler is not installed on this worker",
+            reason="SAMPLER_UNAVAILABLE",
+        )
+    seed = spec.study.seed % SEED_MODULUS
+    match spec.study.sampler:
+        case Sampler.RANDOM:
+            sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=seed)
+        case Sampler.CMAES:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                sampler = optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        case Sampler.QMC:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                sampler = optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+        case _:
+            # multivariate: one draw per trial instead of one storage read per parameter;
+            # constant_liar: workers sharing a study do not propose the same point.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                sampler = optuna.samplers.TPESampler(
+                    seed=seed, multivariate=True, constant_liar=True
+                )
+    if reseed:
+        # A second worker on the same study must not replay the first one's random draws.
+        sampler.reseed_rng()
+    return sampler
+
+
+def make_pruner(spec: ExperimentSpec, report_every: int) -> optuna.pruners.BasePruner:
+    match spec.study.pruner:
+        case Pruner.NONE:
+            return optuna.pruners.NopPruner()
+        case Pruner.HYPERBAND:
+            return optuna.pruners.HyperbandPruner(
+                min_resource=report_every, max_resource=max_iterations(spec), reduction_factor=3
+            )
+        case _:
+            return optuna.pruners.MedianPruner(
+                n_startup_trials=5, n_warmup_steps=report_every, interval_steps=1
+            )
+
+
+def max_iterations(spec: ExperimentSpec) -> int:
+    return spec.study.max_iterations
+
+
+def study_direction(spec: ExperimentSpec) -> StudyDirection:
+    if spec.direction is Direction.MAXIMIZE:
+        return StudyDirection.MAXIMIZE
+    return StudyDirection.MINIMIZE
+
+
+# --------------------------------------------------------------------------- data
+
+
+def read_part(store: ArtifactStore, spec: ExperimentSpec, part: str) -> pl.DataFrame | None:
+    """A split part from the artifact store, checked against the split's recorded sha256."""
+    info = spec.parts.get(part)
+    if info is None:
+        return None
+    payload = store.get_bytes(info.key, expected_sha256=info.sha256 or None)
+    return pl.read_parquet(io.BytesIO(payload))
+
+
+class StudyData:
+    """The split's parts, read once, prepared once per library (fit on train only)."""
+
+    def __init__(self, store: ArtifactStore, spec: ExperimentSpec) -> None:
+        self.spec = spec
+        self.store = store
+        train = read_part(store, spec, "train")
+        valid = read_part(store, spec, "validation")
+        if train is None or valid is None:
+            raise FailedPrecondition(
+                "the split has no train or validation part", reason="SPLIT_PART_MISSING"
+            )
+        self.train: pl.DataFrame = train
+        self.valid: pl.DataFrame = valid
+        self._prepared: dict[ModelType, PreparedData] = {}
+        self._lock = threading.Lock()
+
+    def prepared(self, model_type: ModelType) -> PreparedData:
+        with self._lock:
+            if model_type not in self._prepared:
+                spec = self.spec
+                self._prepared[model_type] = prepare_data(
+                    self.train,
+                    self.valid,
+                    target=spec.target_column,
+                    task=spec.task_type,
+                    model_type=model_type,
+                    preprocessing=PreprocessingOptions.from_dict(spec.preprocessing.ml_options()),
+                    target_transform="log1p" if spec.postprocessing.log_target else "none",
+                )
+            return self._prepared[model_type]
+
+    def test(self) -> pl.DataFrame | None:
+        return read_part(self.store, self.spec, "test")
+
+
+def trainers_for(spec: ExperimentSpec) -> dict[ModelType, Trainer]:
+    """One trainer per library the study may use, with the caller's search-space overrides."""
+    trainers: dict[ModelType, Trainer] = {}
+    for library in spec.model_types:
+        overrides: dict[str, Any] = {}
+        for name, rng in spec.study.search_space.items():
+            if spec.model_type == AUTO:
+                prefix = f"{library.value}."
+                if name.startswith(prefix):
+                    overrides[name.removeprefix(prefix)] = rng.override()
+            else:
+                overrides[name] = rng.override()
+        trainers[library] = get_trainer(
+            library, spec.task_type, metric=spec.metric, search_space=overrides
+        )
+    return trainers
+
+
+def search_spaces(model_type: ModelType, task: TaskType) -> Mapping[str, Any]:
+    """What :func:`arbor_training.domain.validate_experiment` checks overrides against."""
+    return get_trainer(model_type, task).search_space
+
+
+def default_trials(spec: ExperimentSpec, trainers: Mapping[ModelType, Trainer]) -> list[dict]:
+    """The libraries' defaults as fixed trial parameters (one per library for ``auto``)."""
+    if spec.model_type != AUTO:
+        return [next(iter(trainers.values())).default_params()]
+    return [
+        {MODEL_TYPE_PARAM: library.value}
+        | {f"{library.value}.{k}": v for k, v in trainer.default_params().items()}
+        for library, trainer in trainers.items()
+    ]
+
+
+def split_params(spec: ExperimentSpec, params: Mapping[str, Any]) -> tuple[ModelType, dict]:
+    """(library, its own parameter names) from a trial's flat Optuna parameters."""
+    if spec.model_type != AUTO:
+        return ModelType(spec.model_type), dict(params)
+    library = ModelType(params[MODEL_TYPE_PARAM])
+    prefix = f"{library.value}."
+    return library, {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
+
+
+# --------------------------------------------------------------------------- budget
+
+
+@dataclass
+class _Budget:
+    """This worker's view: ``spent`` once a trial found itself past ``n_trials``.
+
+    The check happens at the start of each trial, against the storage, so the loop needs no
+    read of its own; the one trial that finds the budget spent is discarded untrained.
+    """
+
+    n_trials: int
+    spent: bool = False
+
+
+def counts(trial: FrozenTrial) -> bool:
+    """Whether a trial uses the budget: all but discarded and stale (retried) ones."""
+    attrs = trial.user_attrs.get(ATTR) or {}
+    if attrs.get("discarded"):
+        return False
+    return trial.state is not OptunaTrialState.FAIL or "error" in attrs
+
+
+def rank(trials: list[FrozenTrial], number: int) -> int:
+    """How many counting trials precede trial ``number``: its place in the budget."""
+    return sum(1 for t in trials if t.number < number and counts(t))
+
+
+def study_trials(trial: optuna.Trial) -> list[FrozenTrial]:
+    """The study's trials as this trial's sampler saw them (one storage read per trial).
+
+    Optuna caches the read it makes for the sampler at the start of each trial (``ask`` clears
+    the cache, then creates the trial, then samples); reading through that cache saves the
+    runner a second full read per trial. It is Optuna's private ``Study._get_trials``, so a
+    version without it falls back to the public, uncached read.
+    """
+    study = trial.study
+    cached = getattr(study, "_get_trials", None)
+    if cached is None:
+        return study.get_trials(deepcopy=False)
+    return cached(deepcopy=False, use_cache=True)  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- control
+
+
+class ControlWatcher:
+    """Polls the experiment's state and cancel flag every ``interval`` in a thread, so the
+    per-iteration callback reads a variable instead of the database."""
+
+    def __init__(self, repo: TrainingRepository, experiment_id: str, interval: float) -> None:
+        self.repo = repo
+        self.experiment_id = experiment_id
+        self.interval = interval
+        self.control = repo.control(experiment_id)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="arbor-control", daemon=True)
+
+    @property
+    def stop_requested(self) -> bool:
+        c = self.control
+        return c.cancel_requested or c.deleted or c.state is not ExperimentState.RUNNING
+
+    def refresh(self) -> None:
+        try:
+            self.control = self.repo.control(self.experiment_id)
+        except Exception as err:  # a database blip must not kill a trial
+            log.warning("reading the cancel flag failed: %s", err)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.refresh()
+
+    def __enter__(self) -> ControlWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class _Reporter:
+    """The per-iteration callback: intermediate values, pruning, cancel and time budget.
+
+    Every ``every`` rounds it keeps the validation value (recorded with the trial) and, when
+    the study prunes, reports it to Optuna and asks the pruner. Cancel and the deadline are
+    read from memory each round.
+    """
+
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        every: int,
+        watcher: ControlWatcher,
+        deadline: float | None,
+        prune: bool,
+    ) -> None:
+        self.trial = trial
+        self.every = every
+        self.watcher = watcher
+        self.deadline = deadline
+        self.prune = prune
+        self.reason = ""
+        self.intermediate: list[tuple[int, float]] = []
+
+    def __call__(self, step: int, value: float) -> bool:
+        if self.watcher.stop_requested:
+            self.reason = "stopped: the experiment was cancelled"
+            return True
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.reason = "stopped: the study's time budget is spent"
+            return True
+        if (step + 1) % self.every == 0 and math.isfinite(value):
+            self.intermediate.append((step + 1, float(value)))
+            if self.prune:
+                self.trial.report(float(value), step + 1)
+                if self.trial.should_prune():
+                    self.reason = f"pruned at iteration {step + 1}"
+                    return True
+        return False
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+@dataclass
+class RefitResult:
+    """What finalization produced: the saved bundle and what the registry needs."""
+
+    bundle: ModelBundle
+    ref: BundleRef
+    best_trial: FrozenTrial
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    model_type: ModelType
+    training_rows: int
+    reused: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def bundle_prefix_for(spec: ExperimentSpec, experiment_id: str) -> str:
+    """One prefix per experiment, so a retried finalization finds (and reuses) its bundle."""
+    return f"models/{spec.model_name}/experiments/{experiment_id}/"
+
+
+class StudyRunner:
+    """Runs one experiment's trials in this process, then (maybe) its refit.
+
+    Blocking: call it from a worker thread. ``worker_id`` names this process (host:pid).
+    """
+
+    def __init__(
+        self,
+        repo: TrainingRepository,
+        database_url: str,
+        store: ArtifactStore,
+        worker_id: str,
+        settings: StudySettings | None = None,
+    ) -> None:
+        self.repo = repo
+        self.store = store
+        self.worker_id = worker_id
+        self.settings = settings or StudySettings()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._retry = RetryHeartbeatStaleTrialCallback()
+        self.storage = open_storage(database_url, self.settings, self._on_stale)
+        self._data: dict[str, StudyData] = {}
+        #: Set when the worker stops: the trial loop ends at the next trial boundary.
+        self.shutdown = threading.Event()
+
+    def close(self) -> None:
+        self.storage.engine.dispose()
+
+    # ---------------------------------------------------------------- stale trials
+
+    def _on_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """A dead worker's trial: run its parameters again (it no longer counts)."""
+        log.warning(
+            "trial %d of %s went stale (its worker stopped heartbeating); retrying it",
+            trial.number,
+            study.study_name,
+            extra={"experiment_id": study.study_name, "trial": trial.number},
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._retry(study, trial)
+
+    def fail_stale(self, study: optuna.Study) -> None:
+        """Fail trials of dead workers: heartbeat-stale ones, and orphans that never beat.
+
+        An orphan is RUNNING with no parameters yet for longer than the grace period: its
+        worker died between creating it and starting the objective (a live worker gets there
+        within milliseconds). Only the worker whose update wins retries it, as in Optuna.
+        """
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        now = time.time()
+        for trial in study.get_trials(deepcopy=False, states=(OptunaTrialState.RUNNING,)):
+            started = trial.datetime_start.timestamp() if trial.datetime_start else now
+            if trial.params or now - started <= self.settings.grace_period:
+                continue
+            try:
+                failed = study._storage.set_trial_state_values(
+                    trial._trial_id, state=OptunaTrialState.FAIL
+                )
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            if failed:
+                self._on_stale(study, study._storage.get_trial(trial._trial_id))
+
+    # ---------------------------------------------------------------- study
+
+    def data(self, experiment: Experiment) -> StudyData:
+        if experiment.id not in self._data:
+            self._data.clear()  # one experiment at a time per worker
+            self._data[experiment.id] = StudyData(self.store, experiment.spec)
+        return self._data[experiment.id]
+
+    def open_study(self, experiment: Experiment, *, starter: bool) -> optuna.Study:
+        """Create or load the study; the starting worker enqueues the defaults."""
+        spec = experiment.spec
+        report_every = self.report_every(spec)
+        study = optuna.create_study(
+            storage=self.storage,
+            study_name=experiment.id,
+            direction=study_direction(spec),
+            sampler=make_sampler(spec, reseed=not starter),
+            pruner=make_pruner(spec, report_every),
+            load_if_exists=True,
+        )
+        # The starting worker enqueues the defaults. A joiner does so only for a study that
+        # stayed empty past the grace period (its starter died before enqueueing), so two
+        # workers starting together do not both enqueue them.
+        started = experiment.start_time or utcnow()
+        orphaned = (utcnow() - started).total_seconds() > self.settings.grace_period
+        if starter or (orphaned and not study.get_trials(deepcopy=False)):
+            budget = spec.study.n_trials or None
+            defaults = default_trials(spec, trainers_for(spec))[:budget]
+            for params in defaults:
+                study.enqueue_trial(params, skip_if_exists=True)
+        return study
+
+    def report_every(self, spec: ExperimentSpec) -> int:
+        return max(1, max_iterations(spec) // max(1, self.settings.report_points))
+
+    def run_trials(
+        self,
+        experiment: Experiment,
+        *,
+        starter: bool,
+        on_trial: Callable[[TrialRecord], None] | None = None,
+    ) -> Outcome:
+        """Run one trial at a time while the budget lasts; stop for time, cancel or shutdown."""
+        spec = experiment.spec
+        study = self.open_study(experiment, starter=starter)
+        data = self.data(experiment)
+        trainers = trainers_for(spec)
+        timeout = spec.study.timeout_seconds
+        started = experiment.start_time or utcnow()
+        with ControlWatcher(self.repo, experiment.id, self.settings.control_interval) as watcher:
+            deadline = None
+            if timeout is not None:
+                elapsed = (utcnow() - started).total_seconds()
+                deadline = time.monotonic() + timeout - elapsed
+            record = self._recorder(experiment, on_trial)
+            self.fail_stale(study)
+            budget = _Budget(spec.study.n_trials)
+            objective = self._objective(spec, data, trainers, watcher, deadline, budget)
+            while True:
+                if self.shutdown.is_set():
+                    return Outcome.SHUTDOWN
+                c = watcher.control  # refreshed by the watcher's thread
+                if c.cancel_requested or c.deleted:
+                    return Outcome.CANCELLED
+                if c.state is not ExperimentState.RUNNING:
+                    return Outcome.NOT_RUNNING
+                if deadline is not None and time.monotonic() >= deadline:
+                    return Outcome.TIMEOUT
+                if not budget.spent:
+                    study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[record])
+                    continue
+                # The budget is taken: wait for trials running elsewhere; run retried ones.
+                self.fail_stale(study)
+                pending = study.get_trials(
+                    deepcopy=False,
+                    states=(OptunaTrialState.RUNNING, OptunaTrialState.WAITING),
+                )
+                if any(t.state is OptunaTrialState.WAITING for t in pending):
+                    budget.spent = False
+                    continue
+                if not pending:
+                    return Outcome.BUDGET_DONE
+                time.sleep(self.settings.control_interval)
+
+    def _objective(
+        self,
+        spec: ExperimentSpec,
+        data: StudyData,
+        trainers: Mapping[ModelType, Trainer],
+        watcher: ControlWatcher,
+        deadline: float | None,
+        budget: _Budget,
+    ) -> Callable[[optuna.Trial], float]:
+        every = self.report_every(spec)
+        prune = spec.study.pruner is not Pruner.NONE
+        fit_settings = FitSettings(
+            iterations=max_iterations(spec),
+            early_stopping_rounds=spec.study.early_stopping_rounds,
+            seed=spec.study.seed % SEED_MODULUS,
+            threads=spec.study.threads,
+            device=spec.study.device,
+        )
+
+        def objective(trial: optuna.Trial) -> float:
+            n_trials = spec.study.n_trials
+            if n_trials and rank(study_trials(trial), trial.number) >= n_trials:
+                # Past the budget (this worker's last look, or a race with another worker):
+                # end it untrained, marked so that it neither counts nor is recorded.
+                budget.spent = True
+                trial.set_user_attr(ATTR, {"discarded": True})
+                raise optuna.TrialPruned(f"trial {trial.number} is past the budget")
+            try:
+                return run(trial)
+            except optuna.TrialPruned:
+                raise
+            except Exception as exc:
+                if ATTR not in trial.user_attrs:  # failed before the fit: still a failure
+                    trial.set_user_attr(ATTR, {"error": f"{type(exc).__name__}: {exc}"[:2000]})
+                raise
+
+        def run(trial: optuna.Trial) -> float:
+            if spec.model_type == AUTO:
+                library = ModelType(
+                    trial.suggest_categorical(MODEL_TYPE_PARAM, [m.value for m in trainers])
+                )
+                trainer = trainers[library]
+                # Prefixed Optuna names: the libraries' ranges for one name differ.
+                params = {
+                    name: replace(p, name=f"{library.value}.{name}").suggest(trial)
+                    for name, p in trainer.search_space.items()
+                }
+            else:
+                library = ModelType(spec.model_type)
+                trainer = trainers[library]
+                params = trainer.suggest_params(trial)
+            reporter = _Reporter(trial, every, watcher, deadline, prune)
+            attrs: dict[str, Any] = {"model_type": library.value, "worker": self.worker_id}
+            fit_started = time.perf_counter()
+            try:
+                result = trainer.fit(
+                    data.prepared(library), params, fit_settings, on_iteration=reporter
+                )
+            except Exception as exc:
+                attrs["fit_seconds"] = time.perf_counter() - fit_started
+                attrs["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+                attrs["intermediate"] = reporter.intermediate
+                trial.set_user_attr(ATTR, attrs)
+                raise
+            attrs["fit_seconds"] = time.perf_counter() - fit_started
+            attrs["intermediate"] = reporter.intermediate
+            attrs["best_iteration"] = result.best_iteration
+            attrs["iterations"] = result.iterations
+            if reporter.reason:
+                attrs["error"] = reporter.reason
+                trial.set_user_attr(ATTR, attrs)
+                raise optuna.TrialPruned(reporter.reason)
+            trial.set_user_attr(ATTR, attrs)
+            if result.score is None or not math.isfinite(result.score):
+                raise ValueError(f"the validation {spec.metric} is not a number ({result.score})")
+            return float(result.score)
+
+        return objective
+
+    def _recorder(
+        self, experiment: Experiment, on_trial: Callable[[TrialRecord], None] | None
+    ) -> Callable[[optuna.Study, FrozenTrial], None]:
+        def record(study: optuna.Study, trial: FrozenTrial) -> None:
+            record = trial_record(experiment.id, trial)
+            if record is None:
+                return
+            if self.repo.record_trial(
+                record, experiment.spec.direction, lambda exp: trial_event(exp, record)
+            ):
+                arbor_metrics.trial_recorded(
+                    record.state.value,
+                    model_type=record.model_type,
+                    duration_s=record.duration_seconds,
+                )
+            if on_trial is not None:
+                on_trial(record)
+
+        return record
+
+    def reconcile(self, experiment: Experiment) -> int:
+        """Record trials Optuna finished that the service has not (a worker died between).
+
+        Returns how many were added.
+        """
+        study = optuna.load_study(study_name=experiment.id, storage=self.storage)
+        known = self.repo.trial_numbers(experiment.id)
+        added = 0
+        for trial in study.get_trials(deepcopy=False):
+            if trial.number in known:
+                continue
+            record = trial_record(experiment.id, trial)
+            if record is None:
+                continue
+            if self.repo.record_trial(record, experiment.spec.direction, _event_for(record)):
+                added += 1
+                arbor_metrics.trial_recorded(
+                    record.state.value,
+                    model_type=record.model_type,
+                    duration_s=record.duration_seconds,
+                )
+        return added
+
+    def running_trials(self, experiment_id: str) -> int:
+        study = optuna.load_study(study_name=experiment_id, storage=self.storage)
+        self.fail_stale(study)
+        return len(
+            study.get_trials(
+                deepcopy=False, states=(OptunaTrialState.RUNNING, OptunaTrialState.WAITING)
+            )
+        )
+
+    # ---------------------------------------------------------------- refit
+
+    def best_trial(self, experiment: Experiment) -> FrozenTrial | None:
+        study = optuna.load_study(study_name=experiment.id, storage=self.storage)
+        complete = study.get_trials(deepcopy=False, states=(OptunaTrialState.COMPLETE,))
+        if not complete:
+            return None
+        return study.best_trial
+
+    def refit(self, experiment: Experiment, best: FrozenTrial) -> RefitResult:
+        """The best trial's model, refit on train, evaluated, saved as a bundle.
+
+        A bundle already saved under the experiment's prefix (an earlier attempt that died
+        before registering) is loaded and reused, so a retried registration points at the
+        very same files.
+        """
+        spec = experiment.spec
+        prefix = bundle_prefix_for(spec, experiment.id)
+        library, params = split_params(spec, best.params)
+        if self.store.exists(prefix + "manifest.json"):
+            bundle = load_bundle(self.store, prefix)
+            ref = existing_ref(self.store, prefix)
+            meta = bundle.metadata
+            return RefitResult(
+                bundle=bundle,
+                ref=ref,
+                best_trial=best,
+                metrics=_finite_metrics(meta.get("metrics") or {})
+                | _finite_metrics(meta.get("extra", {}).get("test_metrics") or {}, "test_"),
+                params=dict(meta.get("params") or params),
+                model_type=library,
+                training_rows=int(meta.get("training_rows") or 0),
+                reused=True,
+            )
+        data = self.data(experiment)
+        prepared = data.prepared(library)
+        trainer = trainers_for(spec)[library]
+        attrs = best.user_attrs.get(ATTR) or {}
+        best_iteration = attrs.get("best_iteration")
+        iterations = int(best_iteration) + 1 if best_iteration is not None else max_iterations(spec)
+        result = trainer.fit(
+            prepared,
+            params,
+            FitSettings(
+                iterations=max(1, iterations),
+                early_stopping_rounds=None,
+                seed=spec.study.seed % SEED_MODULUS,
+                threads=spec.study.threads,
+                device=spec.study.device,
+            ),
+        )
+        post = spec.postprocessing
+        options = post.ml_options()
+        if post.threshold_objective and spec.task_type is TaskType.BINARY:
+            assert prepared.x_valid is not None and prepared.y_valid is not None
+            proba = result.model.predict_output(prepared.x_valid)
+            options["threshold"] = tune_threshold(
+                prepared.y_valid, np.asarray(proba)[:, 1], post.threshold_objective
+            )
+        bundle = build_bundle(
+            prepared,
+            result,
+            postprocessing=PostprocessingOptions.from_dict(options),
+            extra_metadata={
+                "experiment": experiment.name,
+                "best_trial_number": best.number,
+                "split": spec.split,
+                "split_content_hash": spec.split_content_hash,
+                "optuna_version": optuna.__version__,
+            },
+        )
+        test_metrics = self._test_metrics(bundle, data, prepared)
+        bundle.metadata["extra"]["test_metrics"] = {
+            k: (v if math.isfinite(v) else None) for k, v in test_metrics.items()
+        }
+        ref = save_bundle(bundle, self.store, prefix)
+        metrics = _finite_metrics(bundle.metadata.get("metrics") or {})
+        metrics |= _finite_metrics(test_metrics, "test_")
+        return RefitResult(
+            bundle=bundle,
+            ref=ref,
+            best_trial=best,
+            metrics=metrics,
+            params=dict(params),
+            model_type=library,
+            training_rows=prepared.train_rows,
+        )
+
+    def _test_metrics(
+        self, bundle: ModelBundle, data: StudyData, prepared: PreparedData
+    ) -> dict[str, float]:
+        try:
+            test = data.test()
+        except Exception as err:
+            log.warning("reading the test part failed: %s", err)
+            return {}
+        if test is None or test.height == 0:
+            return {}
+        target = prepared.target
+        test = test.filter(pl.col(target.name).is_not_null())
+        try:
+            prediction = bundle.predict(test)
+            if prepared.task.is_classification:
+                assert prediction.probabilities is not None
+                y = target.encode(test.get_column(target.name))
+                return M.evaluate(
+                    prepared.task,
+                    y,
+                    prediction.probabilities,
+                    threshold=bundle.postprocessor.threshold,
+                )
+            assert prediction.values is not None
+            y_true = test.get_column(target.name).cast(pl.Float64).to_numpy()
+            return M.evaluate(prepared.task, y_true, prediction.values)
+        except Exception as err:  # a test part the model cannot score is reported, not fatal
+            log.warning("evaluating on the test part failed: %s", err)
+            return {}
+
+
+def existing_ref(store: ArtifactStore, prefix: str) -> BundleRef:
+    """The BundleRef of a bundle already saved under ``prefix`` (from its manifest)."""
+    raw = store.get_bytes(prefix + "manifest.json")
+    manifest = json.loads(raw)
+    files = {
+        name: ArtifactRef(
+            key=prefix + name,
+            uri=store.uri_for(prefix + name),
+            sha256=entry["sha256"],
+            size=int(entry["size"]),
+        )
+        for name, entry in manifest["files"].items()
+    }
+    digest = hashlib.sha256(raw).hexdigest()
+    files["manifest.json"] = ArtifactRef(
+        key=prefix + "manifest.json",
+        uri=store.uri_for(prefix + "manifest.json"),
+        sha256=digest,
+        size=len(raw),
+    )
+    return BundleRef(
+        prefix=prefix,
+        uri=store.uri_for(prefix + "manifest.json").removesuffix("manifest.json"),
+        manifest_sha256=digest,
+        files=files,
+    )
+
+
+def _finite_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    return {
+        f"{prefix}{k}": float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and math.isfinite(v)
+    }
+
+
+def tune_threshold(y: np.ndarray, p1: np.ndarray, objective: str) -> float:
+    """The decision threshold on validation that maximises ``objective``.
+
+    ``f1`` / ``accuracy``: their maximum over every distinct score. ``precision@recall=R``:
+    the highest precision among thresholds whose recall is at least R.
+    """
+    y = np.asarray(y).astype(np.int64)
+    p1 = np.asarray(p1, dtype=np.float64)
+    candidates = np.unique(np.clip(p1, 1e-6, 1 - 1e-6))
+    if candidates.size == 0:
+        return 0.5
+    min_recall = None
+    if objective.startswith("precision@recall="):
+        min_recall = float(objective.split("=", 1)[1])
+    best_threshold, best_score = 0.5, -math.inf
+    positives = max(int(y.sum()), 1)
+    for threshold in candidates:
+        pred = (p1 >= threshold).astype(np.int64)
+        tp = int(((pred == 1) & (y == 1)).sum())
+        fp = int(((pred == 1) & (y == 0)).sum())
+        if min_recall is not None:
+            if tp / positives < min_recall:
+                continue
+            score = tp / (tp + fp) if tp + fp else 0.0
+        elif objective == "accuracy":
+            score = float((pred == y).mean())
+        else:
+            score = M.f1(y, pred)
+        if score > best_score:
+            best_threshold, best_score = float(threshold), score
+    return best_threshold
+
+
+# --------------------------------------------------------------------------- records and events
+
+
+_OPTUNA_STATES = {
+    OptunaTrialState.COMPLETE: TrialState.COMPLETE,
+    OptunaTrialState.PRUNED: TrialState.PRUNED,
+    OptunaTrialState.FAIL: TrialState.FAILED,
+}
+
+
+def trial_record(experiment_id: str, trial: FrozenTrial) -> TrialRecord | None:
+    """The service's record of a finished Optuna trial; None for one it does not record
+    (still running, or a stale trial of a dead worker, which is retried instead)."""
+    state = _OPTUNA_STATES.get(trial.state)
+    if state is None:
+        return None
+    if not counts(trial):
+        return None  # failed by the heartbeat check (retried), or discarded past the budget
+    attrs = trial.user_attrs.get(ATTR) or {}
+    intermediate = [(int(s), float(v)) for s, v in attrs.get("intermediate") or ()]
+    if not intermediate:
+        intermediate = sorted((int(k), float(v)) for k, v in trial.intermediate_values.items())
+    start = trial.datetime_start.astimezone() if trial.datetime_start else None
+    end = trial.datetime_complete.astimezone() if trial.datetime_complete else None
+    duration = trial.duration.total_seconds() if trial.duration is not None else None
+    params = {k: v for k, v in trial.params.items()}
+    return TrialRecord(
+        experiment_id=experiment_id,
+        number=trial.number,
+        state=state,
+        value=trial.value if state is TrialState.COMPLETE else None,
+        params=params,
+        intermediate_values=intermediate,
+        start_time=start,
+        end_time=end,
+        duration_seconds=duration,
+        error_message=str(attrs.get("error") or ""),
+        model_type=str(attrs.get("model_type") or ""),
+        best_iteration=attrs.get("best_iteration"),
+        fit_seconds=attrs.get("fit_seconds"),
+        worker=str(attrs.get("worker") or ""),
+    )
+
+
+def _event_for(trial: TrialRecord) -> Callable[[Experiment], events_pb2.Event]:
+    return lambda experiment: trial_event(experiment, trial)
+
+
+def trial_event(experiment: Experiment, trial: TrialRecord) -> events_pb2.Event:
+    return new_event(
+        "experiment.trial_completed",
+        experiment.name,
+        EVENT_SOURCE,
+        trial_completed=events_pb2.TrialCompleted(
+            experiment=experiment.name,
+            number=trial.number,
+            state=trial.state.value,
+            value=trial.value if trial.value is not None else 0.0,
+            best_value=experiment.best_value if experiment.best_value is not None else 0.0,
+            trials_completed=experiment.trials_completed,
+        ),
+    )

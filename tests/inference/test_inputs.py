@@ -1,0 +1,168 @@
+"""Decoding and validation of the three input shapes, without servers (fast)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from google.protobuf import struct_pb2
+from inference_support import arrow_ipc, columnar, json_rows
+
+from arbor.common.v1 import common_pb2
+from arbor.registry.v1 import registry_service_pb2 as reg_pb
+from arbor_core.errors import InvalidArgument
+from arbor_inference.inputs import InputSpec, decode, parse_dtype
+
+SPEC = InputSpec.from_signature(
+    reg_pb.ModelSignature(
+        inputs=[
+            reg_pb.InputColumn(name="x", dtype="Float64", nullable=True),
+            reg_pb.InputColumn(name="n", dtype="Int64", nullable=False),
+            reg_pb.InputColumn(name="s", dtype="String", nullable=True, categorical=True),
+            reg_pb.InputColumn(name="b", dtype="Boolean", nullable=False),
+            reg_pb.InputColumn(name="t", dtype="Datetime[us]", nullable=True),
+        ]
+    )
+)
+NUMERIC = InputSpec.from_signature(
+    reg_pb.ModelSignature(
+        inputs=[
+            reg_pb.InputColumn(name=f"f{i}", dtype="Float64", nullable=i % 2 == 0) for i in range(6)
+        ]
+        + [reg_pb.InputColumn(name="k", dtype="Int64", nullable=True)]
+    )
+)
+FRAME = pl.DataFrame(
+    {
+        "x": [1.5, None, 3.0],
+        "n": [2, 3, -4],
+        "s": ["a", None, "c"],
+        "b": [True, False, True],
+        "t": [dt.datetime(2020, 1, 1), None, dt.datetime(2021, 6, 30, 12)],
+    },
+    schema_overrides={"t": pl.Datetime("us")},
+)
+
+
+def rows(*items: dict[str, Any]) -> common_pb2.InlineData:
+    data = common_pb2.InlineData()
+    for item in items:
+        struct = struct_pb2.Struct()
+        struct.update(item)
+        data.json_rows.rows.append(struct)
+    return data
+
+
+def problem(data: common_pb2.InlineData, spec: InputSpec = SPEC, **kw: Any) -> InvalidArgument:
+    with pytest.raises(InvalidArgument) as caught:
+        decode(data, spec, max_rows=kw.pop("max_rows", 100), **kw)
+    return caught.value
+
+
+@pytest.mark.parametrize("shape", [json_rows, columnar, arrow_ipc])
+def test_every_shape_decodes_to_the_same_frame(shape: Any) -> None:
+    iso = FRAME.with_columns(pl.col("t").dt.strftime("%Y-%m-%dT%H:%M:%S"))
+    data = shape(iso if shape is json_rows else FRAME)  # JSON has no timestamps: ISO strings
+    frame = decode(data, SPEC, max_rows=10).frame()
+    assert frame.equals(FRAME)
+    assert frame.schema == FRAME.schema
+
+
+@pytest.mark.parametrize("shape", [json_rows, columnar, arrow_ipc])
+@pytest.mark.parametrize("height", [3, 40])  # the small-batch matrix path and the general one
+def test_numeric_models_block_path_keeps_nulls_nan_and_integers(shape: Any, height: int) -> None:
+    rng = np.random.default_rng(height)
+    data = {f"f{i}": rng.normal(size=height) for i in range(6)}
+    frame = pl.DataFrame(data).with_columns(
+        pl.when(pl.int_range(height) == 1).then(None).otherwise(pl.col("f0")).alias("f0"),
+        pl.Series("k", np.arange(height), dtype=pl.Int64),
+    )
+    table = decode(shape(frame), NUMERIC, max_rows=100)
+    out = table.frame()
+    assert out.schema["k"] == pl.Int64
+    assert out["f0"].null_count() == 1 and out["f0"][1] is None
+    assert out.drop("f0").equals(frame.drop("f0"))
+
+
+def test_nan_is_missing_and_refused_in_a_non_nullable_column() -> None:
+    frame = pl.DataFrame({f"f{i}": [0.0, 1.0] for i in range(6)}).with_columns(
+        pl.Series("f2", [float("nan"), 1.0]), pl.Series("k", [1, 2])
+    )
+    assert decode(columnar(frame), NUMERIC, max_rows=10).frame()["f2"].null_count() == 1
+    bad = frame.with_columns(pl.Series("f1", [0.0, float("nan")]))
+    error = problem(columnar(bad), NUMERIC)
+    assert (error.reason, error.metadata) == ("VALUE_MISSING", {"column": "f1", "row": "1"})
+
+
+def test_every_bad_column_is_reported_at_once() -> None:
+    error = problem(rows({"x": "a", "n": 1.5, "s": "q", "b": True, "t": None}))
+    assert error.reason == "VALUE_WRONG_TYPE"
+    assert [v.field for v in error.violations] == ["input.rows[0].x", "input.rows[0].n"]
+
+
+def test_integer_range_and_int_columns() -> None:
+    spec = InputSpec.from_signature(
+        reg_pb.ModelSignature(inputs=[reg_pb.InputColumn(name="a", dtype="Int8")])
+    )
+    error = problem(rows({"a": 1}, {"a": 300}), spec)
+    assert (error.reason, error.metadata["row"]) == ("VALUE_OUT_OF_RANGE", "1")
+    assert decode(rows({"a": 5}), spec, max_rows=1).frame()["a"].dtype == pl.Int8
+
+
+def test_timestamps_and_iso_strings_fill_datetime_columns() -> None:
+    micros = int(dt.datetime(2020, 1, 1, tzinfo=dt.UTC).timestamp() * 1_000_000)
+    data = columnar(FRAME)
+    data.columns.columns[4].ClearField("timestamp_micros")
+    data.columns.columns[4].timestamp_micros.values.extend([micros, 0, micros])
+    frame = decode(data, SPEC, max_rows=10).frame()
+    assert frame["t"][0] == dt.datetime(2020, 1, 1)
+    error = problem(rows({"x": 1.0, "n": 1, "s": "a", "b": True, "t": "2020-13-45"}))
+    assert error.reason == "VALUE_UNPARSABLE"
+
+
+def test_extra_columns_are_ignored_unless_rejected() -> None:
+    data = rows({"x": 1.0, "n": 1, "s": "a", "b": True, "t": None, "zz": 1})
+    assert decode(data, SPEC, max_rows=1).frame().columns == ["x", "n", "s", "b", "t"]
+    error = problem(data, reject_extra=True)
+    assert (error.reason, error.violations[0].field) == ("COLUMN_UNEXPECTED", "input.zz")
+
+
+def test_extra_key_replacing_a_column_in_one_row_is_still_seen() -> None:
+    data = rows(
+        {"x": 1.0, "n": 1, "s": "a", "b": True, "t": None},
+        {"x": 1.0, "n": 1, "s": "a", "b": True, "typo": None},
+    )
+    assert problem(data, reject_extra=True).reason == "COLUMN_UNEXPECTED"
+
+
+def test_batch_limits() -> None:
+    assert problem(rows(*[{"x": 1.0}] * 3), max_rows=2).reason == "BATCH_TOO_LARGE"
+    assert problem(columnar(FRAME), max_rows=2).reason == "BATCH_TOO_LARGE"
+    assert problem(arrow_ipc(FRAME), max_rows=2).reason == "BATCH_TOO_LARGE"
+    assert problem(common_pb2.InlineData(columns=common_pb2.ColumnarData())).reason == "INPUT_EMPTY"
+
+
+def test_malformed_columnar_inputs() -> None:
+    data = columnar(FRAME)
+    data.columns.columns[0].null_indices.append(7)
+    assert problem(data).reason == "INPUT_MALFORMED"
+    data = columnar(FRAME)
+    data.columns.columns[1].name = "x"
+    assert problem(data).reason == "INPUT_MALFORMED"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Int64", pl.Int64()),
+        ("Datetime[us, UTC]", pl.Datetime("us", "UTC")),
+        ("Datetime(time_unit='ns', time_zone=None)", pl.Datetime("ns")),
+        ("Enum", pl.String()),
+        ("Categorical", pl.Categorical()),
+    ],
+)
+def test_parse_dtype_reads_both_spellings(text: str, expected: pl.DataType) -> None:
+    assert parse_dtype(text) == expected

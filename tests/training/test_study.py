@@ -1,0 +1,138 @@
+"""The study runner's bookkeeping on a real Optuna RDB storage (SQLite): budget, dead workers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from arbor_training.domain import TrialState as RecordedState
+from arbor_training.study import (
+    ATTR,
+    StudyRunner,
+    StudySettings,
+    counts,
+    rank,
+    trial_record,
+    tune_threshold,
+)
+
+X = {"x": FloatDistribution(0, 1)}
+
+
+def _study_with(*trials: optuna.trial.FrozenTrial) -> optuna.Study:
+    study = optuna.create_study()
+    for trial in trials:
+        study.add_trial(trial)
+    return study
+
+
+def test_budget_counts_finished_and_pending_trials_but_not_stale_or_discarded() -> None:
+    study = _study_with(
+        create_trial(params={"x": 0.1}, distributions=X, value=1.0, user_attrs={ATTR: {}}),
+        create_trial(state=TrialState.FAIL, user_attrs={ATTR: {"error": "ValueError: x"}}),
+        create_trial(state=TrialState.FAIL),  # stale: its worker died, it is retried
+        create_trial(state=TrialState.PRUNED, user_attrs={ATTR: {"discarded": True}}),
+        create_trial(state=TrialState.WAITING),  # the retry
+        create_trial(state=TrialState.PRUNED, params={"x": 0.2}, distributions=X),
+    )
+    trials = study.get_trials(deepcopy=False)
+    assert [counts(t) for t in trials] == [True, True, False, False, True, True]
+    assert rank(trials, 5) == 3
+    assert rank(trials, 6) == 4
+    # Only trials that count are recorded; a FAIL keeps its error.
+    records = [trial_record("e1", t) for t in trials]
+    assert [r.state if r else None for r in records] == [
+        RecordedState.COMPLETE,
+        RecordedState.FAILED,
+        None,
+        None,
+        None,
+        RecordedState.PRUNED,
+    ]
+    assert records[1] is not None and records[1].error_message == "ValueError: x"
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_dead_workers_trials_are_failed_and_retried(tmp_path: Path) -> None:
+    runner = StudyRunner(
+        repo=None,  # type: ignore[arg-type]
+        database_url=f"sqlite:///{tmp_path / 'training.db'}",
+        store=None,  # type: ignore[arg-type]
+        worker_id="test",
+        settings=StudySettings(heartbeat_interval=1, grace_period=1),
+    )
+    try:
+        study = optuna.create_study(storage=runner.storage, study_name="e1")
+        beating = study.ask()  # a worker that heartbeat once, then died mid-trial
+        beating.suggest_float("x", 0, 1)
+        runner.storage.record_heartbeat(beating._trial_id)
+        study.ask()  # a worker that died before the objective started: no heartbeat at all
+        live = study.ask()  # a healthy trial: parameters set, heartbeat fresh
+        live.suggest_float("x", 0, 1)
+        time.sleep(2.2)
+        runner.storage.record_heartbeat(live._trial_id)
+        runner.fail_stale(study)
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        assert states == [
+            TrialState.FAIL,
+            TrialState.FAIL,
+            TrialState.RUNNING,
+            TrialState.WAITING,
+            TrialState.WAITING,
+        ]
+        retried = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        assert {t.system_attrs["failed_trial"] for t in retried} == {0, 1}
+        runner.fail_stale(study)  # nothing is retried twice
+        assert len(study.get_trials(deepcopy=False)) == 5
+    finally:
+        runner.close()
+
+
+@pytest.mark.parametrize(
+    ("objective", "expected"),
+    [("f1", 0.3), ("accuracy", 0.3), ("precision@recall=0.6", 0.4)],
+)
+def test_tuned_threshold(objective: str, expected: float) -> None:
+    y = [0, 0, 1, 1, 1, 0]
+    p1 = [0.1, 0.35, 0.3, 0.4, 0.9, 0.2]
+    assert tune_threshold(y, p1, objective) == pytest.approx(expected)  # type: ignore[arg-type]
+
+
+class _FakeTrial:
+    def __init__(self, prune_at: int) -> None:
+        self.prune_at = prune_at
+        self.reported: list[tuple[float, int]] = []
+
+    def report(self, value: float, step: int) -> None:
+        self.reported.append((value, step))
+
+    def should_prune(self) -> bool:
+        return self.reported[-1][1] >= self.prune_at
+
+
+class _FakeWatcher:
+    stop_requested = False
+
+
+def test_reporter_reports_every_few_rounds_and_stops_on_prune_cancel_or_time() -> None:
+    from arbor_training.study import _Reporter
+
+    trial = _FakeTrial(prune_at=30)
+    watcher = _FakeWatcher()
+    reporter = _Reporter(trial, 10, watcher, None, prune=True)  # type: ignore[arg-type]
+    stopped_at = next(step for step in range(40) if reporter(step, 0.5))
+    assert stopped_at == 29 and reporter.reason == "pruned at iteration 30"
+    assert [s for _, s in trial.reported] == [10, 20, 30]
+    quiet = _Reporter(_FakeTrial(0), 10, watcher, None, prune=False)  # type: ignore[arg-type]
+    assert not any(quiet(step, 0.5) for step in range(25))
+    assert quiet.intermediate == [(10, 0.5), (20, 0.5)]  # kept, not reported
+    watcher.stop_requested = True
+    assert quiet(26, 0.5) and "cancelled" in quiet.reason
+    past = time.monotonic() - 1
+    late = _Reporter(_FakeTrial(0), 10, _FakeWatcher(), past, prune=False)  # type: ignore[arg-type]
+    assert late(0, 0.5) and "time budget" in late.reason
