@@ -31,6 +31,7 @@ from google.protobuf import json_format
 from arbor.common.v1 import common_pb2
 from arbor.training.v1 import training_service_pb2 as training_pb
 from arbor_client import ArborClient, ArborClientError
+from arbor_core.devstack import recorded_nats_url
 
 DATASETS = ("credit_data.parquet", "breast_cancer.parquet")
 HOLDOUT_ROWS = 5  # rows predicted and explained one by one
@@ -356,7 +357,7 @@ class Demo:
 
     def next_steps(self, experiment: str, home: Path) -> None:
         # `make up` runs its own nats-server (stack.json says where); the CLI must be told.
-        nats_url = os.environ.get("ARBOR_NATS_URL") or _stack_nats_url(home)
+        nats_url = os.environ.get("ARBOR_NATS_URL") or recorded_nats_url(home)
         tail = command("events", "tail", "--from-start", "--resource", experiment, "--count", 5)
         self.step(
             "Where to look next",
@@ -386,14 +387,6 @@ class Demo:
         self.explain(model, rows_path, holdout, target)
         self.next_steps(experiment.name, home)
         return DemoResult(split, experiment.name, experiment.model_version, predictions, accuracy)
-
-
-def _stack_nats_url(home: Path) -> str:
-    """The NATS URL a `make up` stack recorded in ``$ARBOR_HOME/stack.json`` ("" if none)."""
-    try:
-        return str(json.loads((home / "stack.json").read_text()).get("nats_url") or "")
-    except (OSError, ValueError, AttributeError):
-        return ""
 
 
 def _value(trial: training_pb.Trial) -> str:

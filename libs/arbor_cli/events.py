@@ -26,6 +26,7 @@ from arbor_cli._common import (
     timestamp,
 )
 from arbor_client import ArborClientError
+from arbor_core.devstack import recorded_nats_url
 
 app = typer.Typer(help="Domain events on NATS JetStream.", no_args_is_help=True)
 
@@ -180,7 +181,7 @@ def tail(
         float | None, typer.Option(help="Stop after N seconds (with --count: fail if short).")
     ] = None,
     nats_url: Annotated[
-        str | None, typer.Option(help="NATS server (default $ARBOR_NATS_URL).")
+        str | None, typer.Option(help="NATS server (default $ARBOR_NATS_URL, else make up's).")
     ] = None,
     namespace: Annotated[
         str | None, typer.Option(help="Subject namespace (default $ARBOR_NATS_NAMESPACE).")
@@ -190,7 +191,12 @@ def tail(
     """Print events as they are published (one JSON object per line with --json)."""
     type_list = list(types or [])
     resource_list = list(resources or [])
-    url = nats_url or os.environ.get("ARBOR_NATS_URL") or "nats://127.0.0.1:4222"
+    url = (
+        nats_url
+        or os.environ.get("ARBOR_NATS_URL")
+        or recorded_nats_url()  # a `make up` stack runs its own nats-server
+        or "nats://127.0.0.1:4222"
+    )
     ns = namespace if namespace is not None else os.environ.get("ARBOR_NATS_NAMESPACE", "")
     try:
         delivered = asyncio.run(

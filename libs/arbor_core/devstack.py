@@ -118,6 +118,15 @@ def available_services() -> list[str]:
     ]
 
 
+def recorded_nats_url(home: Path | None = None) -> str:
+    """The NATS URL a running `make up` stack wrote to ``$ARBOR_HOME/stack.json`` ("" if none)."""
+    home = home or Path(os.environ.get("ARBOR_HOME", ".arbor"))
+    try:
+        return str(json.loads((home / "stack.json").read_text()).get("nats_url") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 class DevStack:
     """Starts and stops the local platform."""
 
