@@ -3,14 +3,17 @@
 * **echo**: a bare ``grpc.aio`` unary round trip over loopback (a generic handler that returns
   the request bytes, in a child process like the inference server), with a one-row Predict
   request as payload, at concurrency 1 and 8: what any gRPC service pays before doing work.
+  Then the same handler served by ``arbor_core.server`` (interceptors for telemetry, request
+  id, errors, access log; health; reflection): what Arbor's bootstrap adds to every call.
 * **library**: the model library's own predict on a numpy matrix, one thread, no Arbor code
   (LightGBM ``Booster.predict``, XGBoost ``inplace_predict``, CatBoost ``predict``): 1 row
   p50/p99, rows/s at 1,000 and 10,000 rows.
 * **compiled**: the same through ``arbor_ml.compiled`` (LightGBM, XGBoost), with its build
   time and its load time from the cache.
 * **cold load**: ``load_bundle`` from a local artifact store (checksums verified) plus the
-  first one-row prediction, median of several loads of a 300-tree model; with compiled
-  inference the cached library is attached too.
+  first one-row prediction, median of several loads of a 300-tree model in a running process
+  (the library already imported); with compiled inference the cached library is attached
+  too. Also once in a fresh process, where importing the library comes first.
 
 Models are ``bench_inference.train_model``'s (binary, 300 trees, 30 numeric features, same
 seed), so "the same model" holds across the files of one ``make bench``.
@@ -43,22 +46,25 @@ ECHO_METHOD = "/arbor.bench.Echo/Echo"
 # --------------------------------------------------------------------------- echo server
 
 
-def serve_echo() -> None:
-    """Child process: a grpc.aio server whose one method returns the request bytes."""
+def serve_echo(bootstrap: bool) -> None:
+    """Child process: a grpc.aio server whose one method returns the request bytes; with
+    ``bootstrap``, served by ``arbor_core.server`` (its interceptors, health, reflection)
+    exactly as a service is, so the difference to the bare echo is the bootstrap's cost."""
     import grpc
 
-    async def main() -> None:
-        async def echo(request: bytes, context: Any) -> bytes:
-            return request
+    async def echo(request: bytes, context: Any) -> bytes:
+        return request
 
-        handler = grpc.method_handlers_generic_handler(
-            "arbor.bench.Echo",
-            {
-                "Echo": grpc.unary_unary_rpc_method_handler(
-                    echo, request_deserializer=None, response_serializer=None
-                )
-            },
-        )
+    handler = grpc.method_handlers_generic_handler(
+        "arbor.bench.Echo",
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(
+                echo, request_deserializer=None, response_serializer=None
+            )
+        },
+    )
+
+    async def bare() -> None:
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20)])
         server.add_generic_rpc_handlers((handler,))
         port = server.add_insecure_port("127.0.0.1:0")
@@ -67,17 +73,45 @@ def serve_echo() -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         await server.stop(0.5)
 
-    asyncio.run(main())
+    async def arbor() -> None:
+        import dataclasses
+
+        from arbor_core.config import load_settings
+        from arbor_core.logging import configure_logging
+        from arbor_core.server import build_server
+
+        configure_logging("inference", os.environ.get("ARBOR_LOG_LEVEL", "WARNING"))
+        settings = dataclasses.replace(
+            load_settings("inference"), host="127.0.0.1", port=0, auth_tokens=[]
+        )
+
+        def register(server: Any) -> list[str]:
+            server.add_generic_rpc_handlers((handler,))
+            return ["arbor.bench.Echo"]
+
+        runner = build_server(settings, register)
+        await runner.start()
+        print(json.dumps({"address": runner.address}), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await runner.stop(0.5)
+
+    asyncio.run(arbor() if bootstrap else bare())
 
 
-def measure_echo(requests: int) -> dict[str, Any]:
+def measure_echo(requests: int, bootstrap: bool = False) -> dict[str, Any]:
     import grpc
 
     from arbor.common.v1 import common_pb2
     from arbor.inference.v1 import inference_service_pb2 as pb
 
     child = subprocess.Popen(
-        [sys.executable, "-m", "bench.bench_floor", "--serve-echo"],
+        [
+            sys.executable,
+            "-m",
+            "bench.bench_floor",
+            "--serve-echo",
+            "arbor" if bootstrap else "bare",
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -175,6 +209,42 @@ def cold_load(bundle: Any, work: Path, loads: int, compiled_cache: Path | None) 
     }
 
 
+_FRESH = """
+import json, sys, time
+started = time.perf_counter()
+import polars as pl
+from arbor_core.artifacts import LocalArtifactStore
+from arbor_ml import load_bundle
+base = time.perf_counter()
+__import__(sys.argv[3])
+imported = time.perf_counter()
+bundle = load_bundle(LocalArtifactStore(sys.argv[1]), sys.argv[2])
+bundle.predict_raw(pl.DataFrame({f"f{i}": [0.5] for i in range(30)}))
+done = time.perf_counter()
+print(json.dumps({"library_import_ms": (imported - base) * 1000,
+                  "load_and_predict_ms": (done - imported) * 1000}))
+"""
+
+
+def fresh_process_load(bundle: Any, work: Path) -> dict[str, Any]:
+    """The first model of its library in a new process: the library's import comes first."""
+    from arbor_core.artifacts import LocalArtifactStore
+    from arbor_ml import bundle_prefix, save_bundle
+
+    store = LocalArtifactStore(work / "fresh")
+    ref = save_bundle(bundle, store, bundle_prefix(f"fresh-{bundle.model_type.value}", 1))
+    done = subprocess.run(
+        [sys.executable, "-c", _FRESH, str(store.root), ref.prefix, bundle.model.library],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "ARBOR_COMPILED_INFERENCE": "off"},
+    )
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1:]}
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def run(short: bool, models: tuple[str, ...] = bi.MODEL_TYPES) -> dict[str, Any]:
     from arbor_ml import compiled
 
@@ -184,13 +254,15 @@ def run(short: bool, models: tuple[str, ...] = bi.MODEL_TYPES) -> dict[str, Any]
         "benchmark": "floor",
         "mode": "short" if short else "full",
         "echo": measure_echo(400 if short else 2000),
+        "echo_bootstrap": measure_echo(400 if short else 2000, bootstrap=True),
         "models": {},
     }
-    print(
-        f"  echo c=1 p50={report['echo']['c1']['p50_ms']:.3f}ms "
-        f"c=8 p50={report['echo']['c8']['p50_ms']:.3f}ms",
-        file=sys.stderr,
-    )
+    for key in ("echo", "echo_bootstrap"):
+        print(
+            f"  {key} c=1 p50={report[key]['c1']['p50_ms']:.3f}ms "
+            f"c=8 p50={report[key]['c8']['p50_ms']:.3f}ms",
+            file=sys.stderr,
+        )
     for model_type in models:
         bundle = bench_models.model(model_type)
         entry: dict[str, Any] = {"library": {}, "compiled": {}}
@@ -234,6 +306,7 @@ def run(short: bool, models: tuple[str, ...] = bi.MODEL_TYPES) -> dict[str, Any]
                 file=sys.stderr,
             )
         entry["cold_load"] = cold_load(bundle, work / model_type, 3 if short else 7, None)
+        entry["cold_load_fresh_process"] = fresh_process_load(bundle, work / model_type)
         if predictor is not None:
             entry["cold_load_compiled"] = cold_load(bundle, work / model_type, 3, cache)
         report["models"][model_type] = entry
@@ -245,10 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true")
     parser.add_argument("--models", default=",".join(bi.MODEL_TYPES))
     parser.add_argument("--output", type=Path, default=RESULTS)
-    parser.add_argument("--serve-echo", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-echo", choices=("bare", "arbor"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_echo:
-        serve_echo()
+        serve_echo(args.serve_echo == "arbor")
         return 0
     short = args.short or os.environ.get("BENCH_MODE") == "short"
     report = run(short, tuple(m for m in args.models.split(",") if m))

@@ -26,6 +26,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -366,6 +367,7 @@ def run(
             child.wait(30)
         except subprocess.TimeoutExpired:
             child.kill()
+        shutil.rmtree(work, ignore_errors=True)
     return summarize(results, short, models)
 
 

@@ -30,6 +30,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,15 +74,17 @@ def steps(short: bool) -> list[Step]:
         else "random,random_stratified,time_row_fraction,time_range,entity,entity_stratified"
     )
     training = (
-        ["--trials", "12", "--scaling-trials", "6", "--scaling-iterations", "150"]
+        ["--trials", "10", "--scaling-trials", "6", "--scaling-iterations", "120"]
         if short
         else ["--trials", "40", "--scaling-trials", "16"]
     )
+    # short: 1 and 10,000 rows only (the targets); full adds 1,000
+    sizes = ["--sizes", "1,10000"] if short else []
     return [
         Step("floor", [py, "-m", "bench.bench_floor", *mode], RESULTS / "floor.json", 900),
         Step(
             "inference",
-            [py, "bench/bench_inference.py", *mode],
+            [py, "bench/bench_inference.py", *mode, *sizes],
             RESULTS / "inference.json",
             1800,
         ),
@@ -219,6 +222,16 @@ def predict_rows(floor: dict[str, Any], inference: dict[str, Any]) -> list[Row]:
                 f"c=8: {_ms(echo8)} / {_ms(echo['c8']['p99_ms'])}",
             )
         )
+    boot = floor.get("echo_bootstrap", {})
+    if boot.get("c1") and echo1 is not None:
+        rows.append(
+            Row(
+                "grpc",
+                "same echo through arbor_core.server (interceptors), p50 / p99 (c=1)",
+                f"{_ms(boot['c1']['p50_ms'])} / {_ms(boot['c1']['p99_ms'])}",
+                f"bootstrap adds {_ms(boot['c1']['p50_ms'] - echo1)} per call",
+            )
+        )
     results = inference.get("results", [])
     for model, entry in floor.get("models", {}).items():
         lib = entry.get("library", {})
@@ -293,12 +306,22 @@ def predict_rows(floor: dict[str, Any], inference: dict[str, Any]) -> list[Row]:
                     )
                 )
         cold = entry.get("cold_load", {})
+        fresh = entry.get("cold_load_fresh_process", {})
+        if fresh.get("library_import_ms") is not None:
+            rows.append(
+                Row(
+                    model,
+                    "first model in a fresh process (import + load + predict)",
+                    _ms(fresh["library_import_ms"] + fresh["load_and_predict_ms"]),
+                    f"import {model} {_ms(fresh['library_import_ms'])}",
+                )
+            )
         if cold:
             extra = entry.get("cold_load_compiled", {})
             rows.append(
                 Row(
                     model,
-                    "cold load (load_bundle + 1st predict), p50",
+                    "cold load (load_bundle + 1st predict), p50, running service",
                     _ms(cold["p50_ms"]),
                     f"bundle {cold['bundle_bytes'] / 1e6:.1f} MB"
                     + (
@@ -523,6 +546,10 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_after": round(os.getloadavg()[0], 2),
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if args.reuse and SUMMARY.exists():  # keep when and where the figures were measured
+        previous = json.loads(SUMMARY.read_text())
+        for key in ("date", "mode", "machine", "load_average_before", "load_average_after"):
+            info[key] = previous.get(key, info[key])
     rows = table(parts)
     text = render_text(rows)
     m = info["machine"]
@@ -549,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         "table": [r.__dict__ for r in rows],
         "parts": parts,
     }
+    shutil.rmtree(scratch, ignore_errors=True)  # the run's models and compiled libraries
     SUMMARY.write_text(json.dumps(summary, indent=2, default=str))
     SUMMARY_MD.write_text(render_markdown(rows, info))
     print(f"\nwrote {SUMMARY.relative_to(ROOT)} and {SUMMARY_MD.relative_to(ROOT)}")

@@ -545,6 +545,8 @@ class GcsArtifactStore:
         return self.prefix + validate_key(key)
 
     def _retry(self) -> Any:
+        """The library's retry (transient errors, backoff) bounded by ``timeout`` in all: left
+        to its default, every call would keep retrying an unreachable store for 120 s."""
         from google.cloud.storage.retry import DEFAULT_RETRY
 
         return DEFAULT_RETRY.with_timeout(self.timeout)
@@ -556,7 +558,7 @@ class GcsArtifactStore:
         """After a refused create-only upload: fine if the object holds our bytes (a retry of an
         upload that had succeeded, or an identical writer), else ``ArtifactExists``."""
         with _gcs_errors(key):
-            blob = self.bucket.get_blob(self._name(key), timeout=self.timeout)
+            blob = self.bucket.get_blob(self._name(key), timeout=self.timeout, retry=self._retry())
         existing = (blob.metadata or {}).get(SHA256_METADATA_KEY) if blob is not None else None
         if existing != sha256:
             raise _exists_error(key, existing, sha256)
@@ -622,7 +624,7 @@ class GcsArtifactStore:
 
     def _stat(self, key: str) -> tuple[Any, str | None, int]:
         with _gcs_errors(key):
-            blob = self.bucket.get_blob(self._name(key), timeout=self.timeout)
+            blob = self.bucket.get_blob(self._name(key), timeout=self.timeout, retry=self._retry())
         if blob is None:
             raise _not_found(key)
         stored = (blob.metadata or {}).get(SHA256_METADATA_KEY)
@@ -682,7 +684,7 @@ class GcsArtifactStore:
     def exists(self, key: str) -> bool:
         name = self._name(key)
         with _gcs_errors(key):
-            return bool(self.bucket.blob(name).exists(timeout=self.timeout))
+            return bool(self.bucket.blob(name).exists(timeout=self.timeout, retry=self._retry()))
 
     def delete(self, key: str) -> None:
         """Delete ``key``; deleting a missing key is a no-op so purges can be retried."""
@@ -703,7 +705,10 @@ class GcsArtifactStore:
         validate_prefix(prefix)
         with _gcs_errors(prefix):
             blobs = self.bucket.client.list_blobs(
-                self.bucket_name, prefix=self.prefix + prefix, timeout=self.timeout
+                self.bucket_name,
+                prefix=self.prefix + prefix,
+                timeout=self.timeout,
+                retry=self._retry(),
             )
             names = [blob.name for blob in blobs]
         return sorted(name[len(self.prefix) :] for name in names)

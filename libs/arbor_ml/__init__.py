@@ -53,6 +53,15 @@ Serving::
         output_names, global_importance, contributions (n, outputs, F), base_values (outputs,))
     bundle.signature (inputs, task, target, classes, ...), bundle.metadata (dict)
 
+Studies (the training service's runner follows these; see each module's docstring)::
+
+    arbor_ml.automl     # defaults first, warm-start portfolio, AUTO's order, TimeBudget,
+                        # final fit (all | train | trial), refit_iterations
+    arbor_ml.cv         # make_folds(frame, k, FoldRule("stratified"|"group"|"time"|"random"))
+    arbor_ml.threshold  # tune_threshold(y, p1, "f1" | "precision@recall=0.9" | ...)
+    arbor_ml.weights    # the class_weight search parameter (none | balanced | sqrt_balanced)
+    arbor_ml.latency    # predict_ms_per_1k_rows(model, x): the leaderboard's serving cost
+
 Pieces, for finer use: :class:`Preprocessor` (``fit``/``transform``/``to_json``/
 ``from_json``), :class:`Postprocessor`, :class:`Trainer`, :class:`TrainedModel`,
 :class:`Explainer`, :class:`ParamSpec`.

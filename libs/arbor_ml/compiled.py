@@ -9,7 +9,7 @@ How: Treelite reads the model (``treelite.frontend.from_lightgbm`` / ``from_xgbo
 TL2cgen writes it as C (``tl2cgen.generate_c_code``), and this module adds one small C
 function, ``arbor_predict``, that walks a dense row-major ``float64`` matrix (NaN = missing)
 and writes the raw outputs, so a call is one ``ctypes`` call that releases the GIL: no
-TL2cgen ``DMatrix``, no per-call allocation in C. ``gcc`` (or ``$CC``) builds the shared
+TL2cgen ``DMatrix``, no Python object per row. ``gcc`` (or ``$CC``) builds the shared
 library; TL2cgen's own runtime (which needs CMake) is not used.
 
 Why not lleaves: lleaves 1.3 needs llvmlite 0.44 while shap pulls numba 0.68 / llvmlite 0.50,
@@ -21,9 +21,9 @@ artifact and a restart does not recompile.
 Safety: a compiled predictor is only used after a self-check: it must agree with the library
 within :func:`tolerance` (1e-6; XGBoost's float32 margins and values: 1e-5 relative) on
 rows built from the model's own split thresholds (values on, just below and just above each
-threshold, NaN, and every category code). Anything that
-fails (no compiler, no treelite/tl2cgen, an unsupported model such as LightGBM linear
-trees, a disagreement) is logged and the model keeps predicting with its library.
+threshold, NaN, and every category code). Anything that fails (no compiler, no
+treelite/tl2cgen, an unsupported model such as LightGBM linear trees, a disagreement) is
+logged and the model keeps predicting with its library.
 
 Settings (environment):
 
@@ -35,9 +35,10 @@ Settings (environment):
 * ``ARBOR_COMPILED_JOBS``: parallel compiler processes (default: the machine's cores); they
   run at ``nice 10`` so a background build does not starve serving.
 
-Runtime needs: a C compiler (``gcc``; ``python:3.11-slim`` has none: install ``gcc`` and
-``libc6-dev`` in the image, or mount a pre-built cache directory), ``treelite`` and
-``tl2cgen`` from PyPI.
+Runtime needs: ``treelite`` and ``tl2cgen`` from PyPI, and a C compiler (``gcc``;
+``python:3.11-slim`` has none: install ``gcc`` and ``libc6-dev`` in the image). Without a
+compiler, libraries already in the cache directory (built on the same platform, e.g. baked
+into the image) are still used; only new builds are skipped.
 
 Use::
 
@@ -50,7 +51,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
+import importlib.metadata
+import importlib.util
 import itertools
 import json
 import logging
@@ -200,18 +204,20 @@ def compiler() -> str | None:
     return None
 
 
-def unavailable_reason(model_type: ModelType | str | None = None) -> str | None:
+def unavailable_reason(
+    model_type: ModelType | str | None = None, *, need_compiler: bool = True
+) -> str | None:
     """Why compiled inference cannot run here (None: it can)."""
     if mode() == "off":
         return "ARBOR_COMPILED_INFERENCE=off"
     if model_type is not None and ModelType(model_type) not in SUPPORTED:
         return f"{ModelType(model_type).value} models are served by their library"
-    try:
-        import tl2cgen  # noqa: F401
-        import treelite  # noqa: F401
-    except ImportError as exc:
-        return f"treelite/tl2cgen are not installed ({exc.name})"
-    if compiler() is None:
+    # find_spec, not import: importing treelite costs ~0.3 s (scipy), and a cache hit never
+    # needs it
+    for package in ("treelite", "tl2cgen"):
+        if importlib.util.find_spec(package) is None:
+            return f"treelite/tl2cgen are not installed ({package})"
+    if need_compiler and compiler() is None:
         return "no C compiler (gcc) on PATH"
     return None
 
@@ -378,15 +384,20 @@ def model_sha256(model: TrainedModel) -> str:
     return digest
 
 
+@functools.cache
+def _package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
 def artifact_tag() -> str:
     """What else the built library depends on: toolchain, wrapper, machine."""
-    import tl2cgen
-    import treelite
-
-    cc = compiler() or "none"
+    cc = compiler() or "gcc"  # no compiler: find what a gcc build left in the cache
     parts = [
-        f"tl2cgen{tl2cgen.__version__}",
-        f"treelite{treelite.__version__}",
+        f"tl2cgen{_package_version('tl2cgen')}",
+        f"treelite{_package_version('treelite')}",
         f"w{WRAPPER_VERSION}",
         platform.machine(),
         cc,
@@ -678,7 +689,7 @@ def compile_model(
     Never raises for an environment or model it cannot handle: it logs why and returns None,
     and the caller keeps the library.
     """
-    reason = unavailable_reason(model.model_type)
+    reason = unavailable_reason(model.model_type, need_compiler=False)
     if reason is not None:
         log.info("compiled inference off for this model: %s", reason)
         return None
@@ -686,6 +697,9 @@ def compile_model(
     try:
         sha = model_sha256(model)
         path = artifact_path(cache, sha)
+        if compiler() is None and not path.exists():
+            log.info("compiled inference off for this model: no C compiler (gcc) on PATH")
+            return None
         with _lock_for(str(path)):
             built: float | None = None
             predictor: CompiledPredictor | None = None
@@ -736,6 +750,12 @@ def compile_model(
     return predictor
 
 
+def _model_of(bundle: ModelBundle | TrainedModel) -> TrainedModel:
+    from arbor_ml.trainers.base import TrainedModel
+
+    return bundle if isinstance(bundle, TrainedModel) else bundle.model
+
+
 def enable_compiled(
     bundle: ModelBundle | TrainedModel,
     cache_dir: Path | str | None = None,
@@ -751,8 +771,8 @@ def enable_compiled(
     predicting with its library, and is attached when checked (``on_ready`` is then called
     with the predictor or None); returns what is attached now.
     """
-    model: TrainedModel = getattr(bundle, "model", bundle)  # type: ignore[assignment]
-    if unavailable_reason(model.model_type) is not None:
+    model = _model_of(bundle)
+    if unavailable_reason(model.model_type, need_compiler=False) is not None:
         if on_ready is not None:
             on_ready(None)
         return None
@@ -786,7 +806,7 @@ def enable_compiled(
 
 
 def disable_compiled(bundle: ModelBundle | TrainedModel) -> None:
-    model: TrainedModel = getattr(bundle, "model", bundle)  # type: ignore[assignment]
+    model = _model_of(bundle)
     model.compiled = None
 
 

@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from conftest import Stack
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from inference import grpc_predict_v2_pb2 as v2
-from inference_support import columnar, make_frame, numeric_bundle
+from inference_support import Stack, columnar, make_frame, numeric_bundle
 
 from arbor.common.v1 import common_pb2
 from arbor.inference.v1 import inference_service_pb2 as pb

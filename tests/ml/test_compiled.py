@@ -184,11 +184,16 @@ def test_falls_back_to_the_library_when_off_or_unavailable(
     np.testing.assert_array_equal(bundle.predict_raw(rows), expected)
 
     monkeypatch.setenv("ARBOR_COMPILED_INFERENCE", "auto")
+    prebuilt = tmp_path / "prebuilt"
+    assert compiled.compile_model(_fresh(shared).model, prebuilt) is not None
     monkeypatch.setenv("CC", "no-such-compiler")
     monkeypatch.setenv("PATH", str(tmp_path))  # no gcc, no cc
     assert compiled.unavailable_reason("xgboost") == "no C compiler (gcc) on PATH"
-    assert compiled.enable_compiled(bundle, tmp_path) is None
+    assert compiled.enable_compiled(bundle, tmp_path / "empty") is None
     np.testing.assert_array_equal(bundle.predict_raw(rows), expected)
+    # without a compiler, a library already built into the cache (an image's) still serves
+    assert compiled.enable_compiled(bundle, prebuilt) is not None
+    np.testing.assert_allclose(bundle.predict_raw(rows), expected, atol=1e-6)
 
 
 def test_catboost_is_served_by_its_library(

@@ -94,7 +94,10 @@ def test_defaults_lie_in_the_search_space_and_suggest_draws_from_it(model_type, 
     for trial in study.trials:
         for name, value in trial.params.items():
             spec = space[name]
-            assert spec.low <= value <= spec.high
+            if spec.choices is not None:
+                assert value in spec.choices
+            else:
+                assert spec.low <= value <= spec.high
 
 
 def test_library_defaults() -> None:
@@ -104,6 +107,9 @@ def test_library_defaults() -> None:
         "l2_leaf_reg": 3.0,
         "random_strength": 1.0,
         "subsample": 0.8,
+        "one_hot_max_size": 2,
+        "max_ctr_complexity": 4,
+        "class_weight": "none",
     }
     assert get_trainer("catboost", "multiclass").default_params()["bagging_temperature"] == 1.0
     xgb = get_trainer("xgboost", "regression").default_params()
@@ -137,6 +143,9 @@ def test_search_space_overrides() -> None:
             "l2_leaf_reg": 1.0,
             "random_strength": 1.0,
             "subsample": 0.7,
+            "one_hot_max_size": 64,
+            "max_ctr_complexity": 1,
+            "class_weight": "balanced",
         }
     )
     assert trainer.suggest_params(trial)["depth"] == 8
@@ -270,7 +279,7 @@ def test_data_prepared_for_another_library_is_refused(binary_data) -> None:
         ("lightgbm", "binary", "f1", True),
         ("lightgbm", "regression", "r2", True),
         ("lightgbm", "multiclass", "accuracy", False),
-        ("catboost", "binary", "roc_auc", False),
+        ("catboost", "binary", "log_loss", False),
         ("catboost", "regression", "mae", False),
     ],
 )

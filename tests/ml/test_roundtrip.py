@@ -70,7 +70,7 @@ def test_round_trip_predicts_exactly_the_same(
     score = loaded.metadata["metrics"][result.metric]
     assert score == pytest.approx(result.score)
     if task == "binary":
-        assert score > 0.75  # roc_auc
+        assert score > 0.7  # roc_auc (30 slow rounds, early-stopped on the log loss)
     elif task == "regression":
         assert loaded.metadata["metrics"]["r2"] > 0.1
 

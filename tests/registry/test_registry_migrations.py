@@ -43,7 +43,7 @@ def test_upgrade_and_downgrade(
         url, schema = f"sqlite:///{tmp_path / 'registry.db'}", "registry"
     assert current(url, schema) is None
     upgrade(url, schema, MIGRATIONS_DIR)
-    assert current(url, schema) == "0001"
+    assert current(url, schema) == "0002"
     assert _tables(url, schema) == TABLES
     # The migration and tables.py describe the same columns.
     engine = make_engine(url, schema)

@@ -1,4 +1,5 @@
-"""Fixtures for the fault tests: private PostgreSQL, TCP proxies, fake-gcs-server.
+"""Fixtures for the fault tests: private PostgreSQL, TCP proxies, fake-gcs-server, and a
+training stack (split, registry, training API; workers) per test.
 
 Every dependency a test breaks is its own (a private cluster, a private nats-server, a proxy in
 front of the shared one), so breaking it never disturbs the other suites.
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from reliability_support import (
@@ -19,6 +22,9 @@ from reliability_support import (
     drop_database,
     find_pg_bin,
 )
+
+if TYPE_CHECKING:
+    from training_stack import TrainingStack
 
 PG_ADMIN_URL = os.environ.get(
     "ARBOR_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -74,3 +80,26 @@ def fake_gcs() -> Iterator[FakeGcsServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def training_stack(
+    fresh_database: str, nats_url: str, nats_namespace: str, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[TrainingStack]]]:
+    """Factory: ``stack = await training_stack(nats_url=...)`` starts split, registry and the
+    training API in-process on a fresh database and a NATS namespace of their own (under this
+    run's, so the session's clean-up deletes its streams); everything stops at teardown."""
+    from training_stack import start_training_stack  # imports training: only when used
+
+    stacks: list[TrainingStack] = []
+
+    async def make(nats: str | None = None) -> TrainingStack:
+        namespace = f"{nats_namespace}_{uuid.uuid4().hex[:6]}"
+        home = tmp_path / f"stack{len(stacks)}"
+        stack = await start_training_stack(fresh_database, nats or nats_url, namespace, home)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        await stack.close()

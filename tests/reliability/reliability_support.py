@@ -173,6 +173,10 @@ class TcpProxy:
       dependency looks hung. ``resume()`` lets everything through again.
     * ``reset()``: every open connection is closed with a TCP RST (SO_LINGER 0).
     * ``refuse(True)``: new connections are reset as soon as they are accepted.
+    * ``arm(marker, action)``: the same faults, mid-call: on the n-th chunk the client sends
+      that contains ``marker`` (an HTTP request line, say) ``pause`` holds it (and everything
+      after), ``reset`` drops it and resets every connection (``refuse=True``: and the next).
+      ``fired`` is set when it happened.
 
     Its own event loop means a test that blocks (or a service thread that waits on a paused
     connection) never stalls the proxy.
@@ -188,6 +192,9 @@ class TcpProxy:
         self._pipes: set[_Pipe] = set()
         self._server: asyncio.base_events.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._trigger: tuple[bytes, str, int, bool] | None = None
+        self._seen = 0
+        self.fired = threading.Event()
 
     @property
     def address(self) -> str:
@@ -224,7 +231,9 @@ class TcpProxy:
                 return
             pipe.upstream = up_writer
             await asyncio.gather(
-                self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
+                self._pump(reader, up_writer, from_client=True),
+                self._pump(up_reader, writer),
+                return_exceptions=True,
             )
         finally:
             self._pipes.discard(pipe)
@@ -233,19 +242,53 @@ class TcpProxy:
                     with contextlib.suppress(Exception):
                         w.close()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, from_client: bool = False
+    ) -> None:
         assert self._flowing is not None
         try:
             while True:
                 data = await reader.read(65536)
                 if not data:
                     break
+                if from_client and self._triggered_by(data):
+                    break  # reset: this chunk is dropped with its connection
                 await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
+
+    def arm(self, marker: bytes, action: str, occurrence: int = 1, refuse: bool = False) -> None:
+        """Inject ``action`` (``pause`` or ``reset``) at the ``occurrence``-th client chunk
+        holding ``marker`` (see the class docstring)."""
+        if action not in ("pause", "reset"):
+            raise ValueError(f"unknown action {action!r}")
+        self._seen = 0
+        self.fired.clear()
+        self._trigger = (marker, action, occurrence, refuse)
+
+    def _triggered_by(self, data: bytes) -> bool:
+        """Runs in the proxy's loop: fire the armed fault; True when the chunk is dropped."""
+        assert self._flowing is not None
+        if self._trigger is None or self._trigger[0] not in data:
+            return False
+        _, action, occurrence, refuse = self._trigger
+        self._seen += 1
+        if self._seen < occurrence:
+            return False
+        self._trigger = None
+        self.fired.set()
+        if action == "pause":
+            self._flowing.clear()
+            return False
+        self._refusing = refuse
+        for pipe in list(self._pipes):
+            for w in (pipe.client, pipe.upstream):
+                if w is not None:
+                    _rst(w)
+        return True
 
     def pause(self) -> None:
         async def go() -> None:
@@ -285,6 +328,11 @@ class TcpProxy:
                 for w in (pipe.client, pipe.upstream):
                     if w is not None:
                         _rst(w)
+            # Connections still held by a pause end here, not as pending tasks at exit.
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         with contextlib.suppress(Exception):
             self._call(go)

@@ -1,7 +1,8 @@
-"""Faults 2 and 10 (NATS): NATS stopped while models are registered, and the network to it
-paused or reset. Registrations keep succeeding (the database is the source of truth), the
-outbox holds their events, and once NATS is reachable again every event is delivered; the
-subscriber sees each event id exactly once, even when the relay re-publishes them.
+"""Faults 2 and 10 (NATS): NATS stopped while models are registered or while an experiment
+runs, and the network to it paused or reset. Registrations and studies keep going (the database
+is the source of truth), the outbox holds their events, and once NATS is reachable again every
+event is delivered; the subscriber sees each event id exactly once, even when the relay
+re-publishes them.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,11 @@ from reliability_support import (
     start_registry,
     wait_until,
 )
+from training_stack import TrainingStack
+from training_support import create, experiment, wait_final, wait_for
 
 from arbor.registry.v1 import registry_service_pb2_grpc as rpb_grpc
+from arbor.training.v1 import training_service_pb2 as tpb
 from arbor_core.artifacts import LocalArtifactStore
 from arbor_core.db import make_engine
 from arbor_core.events import (
@@ -46,22 +50,26 @@ class Subscriber:
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.types: Counter[str] = Counter()
         self.nc: Any = None
         self.sub: EventSubscription | None = None
 
-    async def start(self, url: str) -> Subscriber:
+    async def start(
+        self, url: str, *, namespace: str = NAMESPACE, pattern: str = "arbor.events.model.>"
+    ) -> Subscriber:
         self.nc = await connect_nats(url, name="reliability-subscriber")
         js = self.nc.jetstream()
-        await ensure_streams(js, NAMESPACE)
+        await ensure_streams(js, namespace)
 
         async def handler(event: Any) -> None:
             self.counts[event.event_id] += 1
+            self.types[event.type] += 1
 
         self.sub = await subscribe_events(
             js,
             handler,
-            pattern="arbor.events.model.>",
-            namespace=NAMESPACE,
+            pattern=pattern,
+            namespace=namespace,
             durable=f"rel_{uuid.uuid4().hex[:8]}",
             deliver_policy="all",
         )
@@ -216,3 +224,67 @@ async def test_nats_network_paused_then_reset(
     finally:
         proxy.resume()
         await svc.close()
+
+
+@pytest.mark.slow
+async def test_nats_down_during_an_experiment_delivers_every_event_once(
+    private_nats: Callable[[], NatsServerProcess],
+    subscriber: Subscriber,
+    training_stack: Callable[..., Awaitable[TrainingStack]],
+) -> None:
+    nats = private_nats()
+    ts = await training_stack(nats=nats.url)
+    stack = ts.stack
+    split = await ts.split()
+    await subscriber.start(nats.url, namespace=ts.namespace, pattern="arbor.events.experiment.>")
+    worker = ts.start_worker()
+    relays = [ts.runners["training"].relay, worker.worker.relay]
+    for relay in relays:
+        relay.max_backoff = 0.5  # reconnect fast enough for a test
+    created = await create(
+        stack, experiment(split, n_trials=3, max_iterations=20, pruner=tpb.PRUNER_NONE)
+    )
+    await wait_for(stack, created.name, lambda e: e.state == tpb.EXPERIMENT_STATE_RUNNING, 30)
+
+    await asyncio.to_thread(nats.stop, kill=True)
+    # The study goes on without NATS: trials, refit, registration, the final state.
+    done = await wait_final(stack, created.name, timeout=60)
+    assert done.state == tpb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+    events = _experiment_events(ts)
+    assert sum(1 for subject, _ in events.values() if subject.endswith("trial_completed")) == 3
+    held = [subject.rsplit(".", 1)[1] for subject, published in events.values() if not published]
+    assert "succeeded" in held and "trial_completed" in held, held  # waiting in the outbox
+    assert len(subscriber.counts) < len(events)
+
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(nats.start)
+    assert await subscriber.has(len(events)), (
+        f"{len(subscriber.counts)} of {len(events)} events arrived"
+    )
+    assert await wait_until(_async(lambda: _all_published(ts)), 10)
+    # A relay publishing everything again duplicates nothing (Nats-Msg-Id, then event ids).
+    republished = ts.execute(
+        "UPDATE outbox SET published_at = NULL WHERE subject LIKE 'arbor.events.experiment.%'"
+    )
+    assert republished == len(events)
+    for relay in relays:
+        relay.notify()
+    assert await wait_until(_async(lambda: _all_published(ts)), 10)
+    await asyncio.sleep(0.5)
+    assert set(subscriber.counts) == set(events)
+    assert set(subscriber.counts.values()) == {1}, subscriber.counts
+    assert subscriber.types["experiment.trial_completed"] == 3
+    assert subscriber.types["experiment.succeeded"] == 1
+
+
+def _experiment_events(ts: TrainingStack) -> dict[str, tuple[str, bool]]:
+    """Event id -> (subject, published) of the training outbox's experiment events."""
+    rows = ts.query(
+        "SELECT id, subject, published_at IS NOT NULL FROM outbox "
+        "WHERE subject LIKE 'arbor.events.experiment.%'"
+    )
+    return {str(r[0]): (str(r[1]), bool(r[2])) for r in rows}
+
+
+def _all_published(ts: TrainingStack) -> bool:
+    return all(published for _, published in _experiment_events(ts).values())

@@ -1,6 +1,7 @@
-"""Fault 7: SIGTERM to a service process under load. In-flight calls finish, calls arriving
-after the signal are refused with UNAVAILABLE (never INTERNAL), the process exits 0 within its
-grace period, and the database and artifact store hold nothing half-written.
+"""Fault 7: SIGTERM to a service process (registry, split, training API, inference) under load.
+In-flight calls finish, calls arriving after the signal are refused with UNAVAILABLE (never
+INTERNAL), the process exits 0 within its grace period, and the database and artifact store
+hold nothing half-written.
 
 One wrinkle is gRPC's, not ours: a call that reached the server's transport but not yet a
 handler when shutdown began is failed with CANCELLED instead of UNAVAILABLE (grpc/grpc#41785).
@@ -25,15 +26,24 @@ import sqlalchemy as sa
 from reliability_support import (
     CallLog,
     ServiceProcess,
+    TcpProxy,
     call_code,
     create_split_request,
+    predict_request,
     register_request,
+    registration_for,
+    start_registry,
+    start_split,
+    tiny_bundle,
     write_table,
 )
 
+from arbor.inference.v1 import inference_service_pb2_grpc as ipb_grpc
 from arbor.registry.v1 import registry_service_pb2 as rpb
 from arbor.registry.v1 import registry_service_pb2_grpc as rpb_grpc
 from arbor.split.v1 import split_service_pb2_grpc as spb_grpc
+from arbor.training.v1 import training_service_pb2 as tpb
+from arbor.training.v1 import training_service_pb2_grpc as tpb_grpc
 from arbor_core.artifacts import LocalArtifactStore
 from arbor_core.db import make_engine
 
@@ -41,6 +51,7 @@ pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.slow]
 
 CLIENTS = 8
 GRACE_S = 8
+HOLD_S = 0.4  # how long before the signal a held dependency stops answering
 # UNAVAILABLE: refused (listener closed, or GOAWAY); CANCELLED: accepted by the transport but
 # never handed to a handler (grpc/grpc#41785), proven side-effect free below.
 REFUSED = [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED]
@@ -68,8 +79,15 @@ async def _load_then_sigterm(
     calls: CallLog,
     *,
     before_signal: float = 0.8,
+    hold: TcpProxy | None = None,
+    on_hold: Callable[[], object] | None = None,
 ) -> tuple[int, float, float]:
-    """CLIENTS loops of ``one_call`` until the process is gone; SIGTERM it meanwhile."""
+    """CLIENTS loops of ``one_call`` until the process is gone; SIGTERM it meanwhile.
+
+    ``hold``: a proxy in front of a dependency, paused from just before the signal until a
+    second after it, so that the calls needing that dependency are in flight at the signal;
+    ``on_hold`` runs as soon as it is paused (to send such a call).
+    """
     done = asyncio.Event()
 
     async def client(worker: int) -> None:
@@ -84,8 +102,16 @@ async def _load_then_sigterm(
     tasks = [asyncio.create_task(client(w)) for w in range(CLIENTS)]
     await asyncio.sleep(before_signal)
     assert calls.codes["OK"] > 0, calls.errors[:5]
+    if hold is not None:
+        hold.pause()
+        if on_hold is not None:
+            on_hold()
+        await asyncio.sleep(HOLD_S)
     signalled = time.monotonic()
     proc.signal(signal.SIGTERM)
+    if hold is not None:
+        await asyncio.sleep(1.0)
+        hold.resume()
     code = await asyncio.to_thread(proc.wait, GRACE_S + 15)
     elapsed = time.monotonic() - signalled
     await asyncio.sleep(0.3)  # calls made after the exit are refused too
@@ -238,3 +264,166 @@ async def test_sigterm_split_under_load(
             assert len(store.list(f"splits/{split_id}/")) == 3
     finally:
         proc.kill()
+
+
+async def test_sigterm_training_api_under_load(
+    fresh_database: str,
+    nats_url: str,
+    nats_namespace: str,
+    tmp_path: Path,
+    tcp_proxy: Callable[[str, int], TcpProxy],
+) -> None:
+    ns = f"{nats_namespace}_{uuid.uuid4().hex[:6]}"  # its jobs reach no worker of other tests
+    data = tmp_path / "data"
+    source = write_table(data / "t.parquet", rows=200)
+    split = await start_split(
+        fresh_database, nats_url, ns, LocalArtifactStore(tmp_path / "artifacts"), data
+    )
+    # Training's GetSplit goes through a proxy that holds the calls in flight at the signal.
+    to_split = tcp_proxy("127.0.0.1", int(split.address.rsplit(":", 1)[1]))
+    proc = ServiceProcess(
+        "training",
+        {
+            **_env(tmp_path, "training", fresh_database, nats_url, ns),
+            "ARBOR_SPLIT_ADDRESS": to_split.address,
+            "ARBOR_TRAINING_METRICS_PORT": "0",
+        },
+        tmp_path / "training.log",
+    ).start()
+    try:
+        split_name = (
+            await spb_grpc.SplitServiceStub(split.channel).CreateSplit(
+                create_split_request(str(source)), timeout=30
+            )
+        ).split.name
+        await asyncio.to_thread(proc.wait_serving)
+        ok: set[str] = set()
+        refused: set[str] = set()
+        sent: dict[str, tuple[float, grpc.StatusCode]] = {}  # request id -> (sent at, code)
+        async with grpc.aio.insecure_channel(proc.address) as channel:
+            stub = tpb_grpc.TrainingServiceStub(channel)
+
+            async def one_call(worker: int, i: int) -> tuple[grpc.StatusCode, Any]:
+                if i % 2:
+                    return await call_code(
+                        stub.ListExperiments(tpb.ListExperimentsRequest(page_size=5), timeout=10)
+                    )
+                rid = f"t-{worker}-{i}"
+                at = time.monotonic()
+                message = tpb.Experiment(split=split_name, study=tpb.StudyConfig(n_trials=2))
+                code, reply = await call_code(
+                    stub.CreateExperiment(
+                        tpb.CreateExperimentRequest(experiment=message, request_id=rid),
+                        timeout=20,
+                    )
+                )
+                sent[rid] = (at, code)
+                (ok if code == grpc.StatusCode.OK else refused).add(rid)
+                return code, reply
+
+            calls = CallLog()
+            exit_code, elapsed, signalled = await _load_then_sigterm(
+                proc, one_call, calls, hold=to_split
+            )
+        assert exit_code == 0, proc.logs()[-3000:]
+        assert elapsed < GRACE_S + 5
+        assert calls.codes["UNAVAILABLE"] > 0, "no call was refused after SIGTERM"
+        assert calls.unexpected(REFUSED) == [], calls.errors[:10]
+        # Creates waiting on the held GetSplit when the signal came all completed.
+        # Every create sent before the signal completed, those held on GetSplit included.
+        before = [rid for rid, (at, _) in sent.items() if at < signalled]
+        held = [rid for rid in before if sent[rid][0] >= signalled - HOLD_S]
+        assert held, "no create was in flight at the signal"
+        assert [sent[r] for r in before if sent[r][1] != grpc.StatusCode.OK] == []
+        assert "shutting down" in _shutdown_logged(proc)
+
+        engine = make_engine(fresh_database, "training")
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(sa.text("SELECT id, request_id, state FROM experiments")).all()
+                subjects = conn.execute(sa.text("SELECT subject FROM outbox")).scalars().all()
+        finally:
+            engine.dispose()
+        assert {r[1] for r in rows} == ok, "an acknowledged create is missing, or a refused one ran"
+        assert {r[2] for r in rows} == {"QUEUED"}
+        # Each experiment has its queued event and its one job, nothing more, nothing less.
+        queued = sum(1 for s in subjects if s.endswith("experiment.queued"))
+        jobs = sum(1 for s in subjects if "jobs" in s)
+        assert queued == jobs == len(rows) == len(subjects) // 2, subjects
+    finally:
+        proc.kill()
+        await split.close()
+
+
+async def test_sigterm_inference_under_load(
+    nats_url: str, nats_namespace: str, tmp_path: Path, tcp_proxy: Callable[[str, int], TcpProxy]
+) -> None:
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    registry = await start_registry(
+        f"sqlite:///{tmp_path / 'registry.db'}", nats_url, nats_namespace, store.root
+    )
+    to_registry = tcp_proxy("127.0.0.1", int(registry.address.rsplit(":", 1)[1]))
+    rstub = rpb_grpc.RegistryServiceStub(registry.channel)
+    bundle = tiny_bundle()
+    served, cold = [
+        (await rstub.RegisterModelVersion(registration_for(bundle, store, name, 1))).model_version
+        for name in ("hot", "cold")
+    ]
+    proc = ServiceProcess(
+        "inference",
+        {
+            **_env(tmp_path, "inference", "", nats_url, nats_namespace),
+            "ARBOR_REGISTRY_ADDRESS": to_registry.address,
+            "ARBOR_INFERENCE_RESOLVE_TIMEOUT_S": "10",
+            "ARBOR_INFERENCE_WORKERS": "2",
+            "ARBOR_INFERENCE_METRICS_PORT": "0",
+        },
+        tmp_path / "inference.log",
+    ).start()
+    try:
+        await asyncio.to_thread(proc.wait_serving)
+        incomplete: list[Any] = []
+        async with grpc.aio.insecure_channel(proc.address) as channel:
+            stub = ipb_grpc.InferenceServiceStub(channel)
+            warm = await stub.Predict(predict_request(served.name), timeout=30)
+            assert warm.row_count == 3
+
+            async def one_call(worker: int, i: int) -> tuple[grpc.StatusCode, Any]:
+                code, reply = await call_code(
+                    stub.Predict(predict_request(served.name, rows=4), timeout=10)
+                )
+                if code == grpc.StatusCode.OK and (reply.row_count, len(reply.labels)) != (4, 4):
+                    incomplete.append(reply)
+                return code, reply
+
+            # A model not loaded yet: its Predict resolves it through the held registry, so it
+            # is in flight when the signal comes.
+            in_flight: list[asyncio.Task[tuple[grpc.StatusCode, Any]]] = []
+
+            answered: list[float] = []
+
+            async def cold_call() -> tuple[grpc.StatusCode, Any]:
+                result = await call_code(stub.Predict(predict_request(cold.name), timeout=15))
+                answered.append(time.monotonic())
+                return result
+
+            def send_cold() -> None:
+                in_flight.append(asyncio.create_task(cold_call()))
+
+            calls = CallLog()
+            exit_code, elapsed, signalled = await _load_then_sigterm(
+                proc, one_call, calls, hold=to_registry, on_hold=send_cold
+            )
+            cold_code, cold_reply = await in_flight[0]
+        assert exit_code == 0, proc.logs()[-3000:]
+        assert elapsed < GRACE_S + 5
+        assert calls.codes["UNAVAILABLE"] > 0, "no call was refused after SIGTERM"
+        assert calls.unexpected(REFUSED) == [], calls.errors[:10]
+        assert cold_code == grpc.StatusCode.OK, cold_reply
+        assert answered[0] > signalled, "the held Predict was not in flight at the signal"
+        assert cold_reply.served_model.model_version == cold.name and cold_reply.row_count == 3
+        assert incomplete == [], "a Predict answered with a partial result"
+        assert "shutting down" in _shutdown_logged(proc)
+    finally:
+        proc.kill()
+        await registry.close()

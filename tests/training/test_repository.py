@@ -58,7 +58,7 @@ def test_repository_on_both_backends(database_url: str, db_schema: str) -> None:
     if database_url.startswith("postgresql"):
         settings = dataclasses.replace(settings, service=db_schema)  # a schema of its own
     migrate(settings)
-    assert current_revision(settings) == "0001"
+    assert current_revision(settings) == "0002"
     engine = make_engine(settings)
     repo = TrainingRepository(session_factory(engine))
     experiments = Experiments(repo)
@@ -142,8 +142,8 @@ def test_migrations_go_up_and_down_beside_optunas_tables(database_url: str, db_s
     # Optuna stamps its own alembic_version in the same schema; ours is apart.
     storage = open_storage(database_url, StudySettings(), schema=settings.db_schema)
     storage.engine.dispose()
-    assert current_revision(settings) == "0001"
+    assert current_revision(settings) == "0002"
     downgrade(settings.database_url, settings.db_schema, MIGRATIONS_DIR, "base")
     assert current_revision(settings) is None
     migrate(settings)
-    assert current_revision(settings) == "0001"
+    assert current_revision(settings) == "0002"

@@ -222,6 +222,9 @@ class Trainer(ABC):
     """
 
     model_type: ClassVar[ModelType]
+    #: Whether the library runs on OpenMP threads, which small data trains on one of
+    #: (:func:`effective_threads`); CatBoost's own thread pool does not suffer from it.
+    openmp: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -327,7 +330,9 @@ class Trainer(ABC):
                     data.y_train, data.w_train, str(mode), data.target.n_classes
                 ),
             )
-        threads = effective_threads(settings.threads, data.train_rows)
+        threads = settings.threads
+        if self.openmp:
+            threads = effective_threads(settings.threads, data.train_rows)
         if threads != settings.threads:
             settings = replace(settings, threads=threads)
         device = resolve_device(self.model_type, parse_device(settings.device))
@@ -367,7 +372,7 @@ class Trainer(ABC):
         )
 
 
-#: Below this many train rows a model trains on one thread: OpenMP threads that wait for
+#: Below this many train rows an OpenMP library trains on one thread: threads that wait for
 #: each other cost more than they save on small data, and far more when other processes
 #: share the cores (LightGBM on 3,000 rows: 0.4 s on one thread, 8.7 s on two, measured on a
 #: busy 2-core machine).

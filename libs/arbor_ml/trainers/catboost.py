@@ -31,6 +31,9 @@ from arbor_ml.trainers.base import (
 )
 from arbor_ml.types import Device, ModelType, TaskType
 
+#: CatBoost's default number of boosting rounds.
+DEFAULT_ROUNDS = 1000
+
 _LOSS = {
     TaskType.BINARY: "Logloss",
     TaskType.MULTICLASS: "MultiClass",
@@ -179,6 +182,7 @@ class _IterationCallback:
 
 class CatBoostTrainer(Trainer):
     model_type: ClassVar[ModelType] = ModelType.CATBOOST
+    openmp: ClassVar[bool] = False
 
     def base_space(self) -> dict[str, ParamSpec]:
         space = {
@@ -186,6 +190,16 @@ class CatBoostTrainer(Trainer):
             "depth": int_param("depth", 4, 10, 6),
             "l2_leaf_reg": float_param("l2_leaf_reg", 0.1, 30.0, 3.0, log=True),
             "random_strength": float_param("random_strength", 1e-3, 10.0, 1.0, log=True),
+            # How categorical columns are encoded, which decides CatBoost's speed on data with
+            # many of them: one-hot up to this many values (CatBoost's CPU default: 2), target
+            # statistics (CTRs) above, over combinations of up to max_ctr_complexity columns
+            # (default 4). One-hot and single-column CTRs are several times faster.
+            "one_hot_max_size": ParamSpec(
+                "one_hot_max_size", "categorical", 2, choices=(2, 16, 64)
+            ),
+            "max_ctr_complexity": ParamSpec(
+                "max_ctr_complexity", "categorical", 4, choices=(1, 2, 4)
+            ),
         }
         if self.task is TaskType.MULTICLASS:
             space["bagging_temperature"] = float_param("bagging_temperature", 0.0, 10.0, 1.0)
@@ -200,7 +214,9 @@ class CatBoostTrainer(Trainer):
         params = self.default_params()
         spec = self.search_space.get("learning_rate")
         if spec is not None and spec.choices is None:
-            rounds = (settings or FitSettings()).iterations
+            # CatBoost's rate for its own default of 1000 rounds: a study's larger round limit
+            # is a ceiling for early stopping, not a reason to learn more slowly.
+            rounds = min((settings or FitSettings()).iterations, DEFAULT_ROUNDS)
             params["learning_rate"] = spec.clamp(
                 auto_learning_rate(_LOSS[self.task], train_rows, rounds)
             )

@@ -19,10 +19,13 @@ from arbor.registry.v1 import registry_service_pb2_grpc as pb_grpc
 from arbor_core.db import run_db
 from arbor_core.errors import InvalidArgument
 from arbor_registry.domain import (
+    MAXIMIZE,
+    MINIMIZE,
     InputColumn,
     ModelRecord,
     ModelVersionRecord,
     NewVersion,
+    PromotionGate,
     Registry,
     Signature,
     Stage,
@@ -142,6 +145,41 @@ def version_to_pb(v: ModelVersionRecord) -> pb.ModelVersion:
     )
 
 
+_DIRECTIONS = {
+    pb.METRIC_DIRECTION_UNSPECIFIED: "",
+    pb.METRIC_DIRECTION_MAXIMIZE: MAXIMIZE,
+    pb.METRIC_DIRECTION_MINIMIZE: MINIMIZE,
+}
+
+
+def gate_from_pb(gate: pb.PromotionGate) -> PromotionGate:
+    if gate.direction not in _DIRECTIONS:
+        raise InvalidArgument(f"unknown enum value {gate.direction}", field="gate.direction")
+    return PromotionGate(
+        metric=gate.metric,
+        direction=_DIRECTIONS[gate.direction],
+        min_improvement=gate.min_improvement,
+        max_latency=gate.max_latency,
+        latency_metric=gate.latency_metric,
+        allow_different_split=gate.allow_different_split,
+        guarded_aliases=tuple(gate.guarded_aliases),
+    )
+
+
+def gate_to_pb(gate: PromotionGate) -> pb.PromotionGate:
+    direction = {v: k for k, v in _DIRECTIONS.items()}.get(gate.direction, 0)
+    return pb.PromotionGate(
+        metric=gate.metric,
+        direction=direction,  # type: ignore[arg-type]
+        min_improvement=gate.min_improvement,
+        max_latency=gate.max_latency,
+        latency_metric=gate.latency_metric,
+        allow_different_split=gate.allow_different_split,
+        guarded_aliases=list(gate.guarded_aliases),
+        update_time=_timestamp(gate.update_time),
+    )
+
+
 def model_to_pb(model: ModelRecord) -> pb.Model:
     return pb.Model(
         name=model_resource(model.name),
@@ -154,6 +192,7 @@ def model_to_pb(model: ModelRecord) -> pb.Model:
         create_time=_timestamp(model.create_time),
         update_time=_timestamp(model.update_time),
         delete_time=_timestamp(model.delete_time),
+        promotion_gate=gate_to_pb(model.promotion_gate) if model.promotion_gate else None,
     )
 
 
@@ -244,6 +283,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
                 previous_production_stage=previous_stage or Stage.ARCHIVED,
                 etag=request.etag,
                 allow_archived=request.allow_archived,
+                bypass_gate=request.bypass_gate,
             )
         )
         response = pb.PromoteModelResponse(model_version=version_to_pb(promoted))
@@ -256,7 +296,9 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
     ) -> pb.SetAliasResponse:
         model = parse_model_name(request.model, "model")
         version, previous = await run_db(
-            self.registry.set_alias, model, request.alias, request.version
+            lambda: self.registry.set_alias(
+                model, request.alias, request.version, bypass_gate=request.bypass_gate
+            )
         )
         return pb.SetAliasResponse(model_version=version_to_pb(version), previous_version=previous)
 
@@ -321,6 +363,14 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
                 reason="SELECTOR_REQUIRED",
             )
         return pb.ResolveModelResponse(model_version=version_to_pb(found))
+
+    async def SetPromotionGate(
+        self, request: pb.SetPromotionGateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetPromotionGateResponse:
+        model = parse_model_name(request.model, "model")
+        gate = gate_from_pb(request.gate) if request.HasField("gate") else None
+        record = await run_db(self.registry.set_promotion_gate, model, gate)
+        return pb.SetPromotionGateResponse(model=model_to_pb(record))
 
 
 def register(registry: Registry) -> Any:

@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
@@ -163,6 +163,7 @@ class ModelRecord:
     delete_time: datetime | None = None
     production_version: int = 0
     aliases: Mapping[str, int] = field(default_factory=dict)
+    promotion_gate: PromotionGate | None = None
 
     @property
     def deleted(self) -> bool:
@@ -235,6 +236,10 @@ class RegistryTx(Protocol):
     def delete_aliases_of_version(self, version_id: int) -> list[str]: ...
 
     def live_versions_sharing_uri(self, artifact_uri: str, exclude_ids: set[int]) -> list[str]: ...
+
+    def set_promotion_gate(
+        self, model: ModelRecord, gate: Mapping[str, Any] | None, now: datetime
+    ) -> None: ...
 
     def add_event(self, event: events_pb2.Event) -> None: ...
 
@@ -524,6 +529,270 @@ def alias_event(model: str, alias: str, old: int, new: int) -> events_pb2.Event:
 
 
 # ---------------------------------------------------------------------------------------------
+# Promotion gate
+
+#: The metric key under which a version records its prediction latency (arbor_ml.latency).
+LATENCY_METRIC = "predict_ms_per_1k_rows"
+DEFAULT_GUARDED_ALIASES = ("champion",)
+MAXIMIZE = "MAXIMIZE"
+MINIMIZE = "MINIMIZE"
+#: Directions of the metrics Arbor records, for a gate that names none.
+_KNOWN_DIRECTIONS = {
+    "roc_auc": MAXIMIZE,
+    "accuracy": MAXIMIZE,
+    "f1": MAXIMIZE,
+    "r2": MAXIMIZE,
+    "log_loss": MINIMIZE,
+    "rmse": MINIMIZE,
+    "mae": MINIMIZE,
+}
+_METRIC_PREFIXES = ("test_", "validation_", "valid_", "holdout_")
+
+
+def infer_direction(metric: str) -> str | None:
+    """MAXIMIZE/MINIMIZE for a metric Arbor knows (a ``test_`` etc. prefix ignored), else None."""
+    name = metric.strip().lower()
+    for prefix in _METRIC_PREFIXES:
+        name = name.removeprefix(prefix)
+    return _KNOWN_DIRECTIONS.get(name)
+
+
+@dataclass(frozen=True)
+class PromotionGate:
+    """A model's rule for PRODUCTION and guarded aliases (see ``PromotionGate`` in the proto).
+
+    ``direction`` is MAXIMIZE, MINIMIZE or "" (inferred by :func:`validate_gate`).
+    """
+
+    metric: str
+    direction: str = ""
+    min_improvement: float = 0.0
+    max_latency: float = 0.0
+    latency_metric: str = LATENCY_METRIC
+    allow_different_split: bool = False
+    guarded_aliases: tuple[str, ...] = DEFAULT_GUARDED_ALIASES
+    update_time: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "direction": self.direction,
+            "min_improvement": self.min_improvement,
+            "max_latency": self.max_latency,
+            "latency_metric": self.latency_metric,
+            "allow_different_split": self.allow_different_split,
+            "guarded_aliases": list(self.guarded_aliases),
+            "update_time": self.update_time.isoformat() if self.update_time else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PromotionGate:
+        stamp = data.get("update_time")
+        return cls(
+            metric=str(data["metric"]),
+            direction=str(data.get("direction") or ""),
+            min_improvement=float(data.get("min_improvement") or 0.0),
+            max_latency=float(data.get("max_latency") or 0.0),
+            latency_metric=str(data.get("latency_metric") or LATENCY_METRIC),
+            allow_different_split=bool(data.get("allow_different_split")),
+            guarded_aliases=tuple(data.get("guarded_aliases") or DEFAULT_GUARDED_ALIASES),
+            update_time=datetime.fromisoformat(stamp) if stamp else None,
+        )
+
+
+def validate_gate(gate: PromotionGate, prefix: str = "gate") -> PromotionGate:
+    """Every bad field at once (``gate.<field>``); returns the gate with defaults resolved."""
+    errors = ErrorCollector()
+    metric = gate.metric.strip()
+    if not metric:
+        errors.add(f"{prefix}.metric", "required: the ModelVersion.metrics key to compare")
+    elif len(metric) > MAX_MAP_KEY:
+        errors.add(f"{prefix}.metric", f"longer than {MAX_MAP_KEY} characters")
+    direction = gate.direction or (infer_direction(metric) if metric else None) or ""
+    if metric and direction not in (MAXIMIZE, MINIMIZE):
+        errors.add(
+            f"{prefix}.direction",
+            f"cannot infer whether a larger {metric!r} is better; set the direction",
+        )
+    if not math.isfinite(gate.min_improvement) or gate.min_improvement < 0:
+        errors.add(f"{prefix}.min_improvement", "must be a finite number >= 0")
+    if not math.isfinite(gate.max_latency) or gate.max_latency < 0:
+        errors.add(f"{prefix}.max_latency", "must be a finite number >= 0 (0: no check)")
+    latency_metric = gate.latency_metric.strip() or LATENCY_METRIC
+    if len(latency_metric) > MAX_MAP_KEY:
+        errors.add(f"{prefix}.latency_metric", f"longer than {MAX_MAP_KEY} characters")
+    aliases = tuple(dict.fromkeys(gate.guarded_aliases)) or DEFAULT_GUARDED_ALIASES
+    for i, alias in enumerate(aliases):
+        if not ALIAS_RE.fullmatch(alias):
+            errors.add(f"{prefix}.guarded_aliases[{i}]", "alias must match [a-z][a-z0-9_-]{0,62}")
+    errors.raise_if_any("invalid promotion gate")
+    return replace(
+        gate,
+        metric=metric,
+        direction=direction,
+        latency_metric=latency_metric,
+        guarded_aliases=aliases,
+    )
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The outcome of a gate check, with every number it looked at."""
+
+    gate: PromotionGate
+    candidate: ModelVersionRecord
+    incumbent: ModelVersionRecord | None
+    target: str
+    candidate_value: float | None
+    incumbent_value: float | None
+    required_value: float | None
+    candidate_latency: float | None
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def accepted(self) -> bool:
+        return not self.reasons
+
+    def metadata(self) -> dict[str, str]:
+        """The numbers, as ErrorInfo metadata (strings; absent values left out)."""
+        values: dict[str, Any] = {
+            "name": self.candidate.name,
+            "target": self.target,
+            "metric": self.gate.metric,
+            "direction": self.gate.direction,
+            "min_improvement": self.gate.min_improvement,
+            "candidate_value": self.candidate_value,
+            "incumbent_version": self.incumbent.version if self.incumbent else None,
+            "incumbent_value": self.incumbent_value,
+            "required_value": self.required_value,
+            "latency_metric": self.gate.latency_metric if self.gate.max_latency else None,
+            "candidate_latency": self.candidate_latency if self.gate.max_latency else None,
+            "max_latency": self.gate.max_latency or None,
+        }
+        return {
+            k: f"{v:.6g}" if isinstance(v, float) else str(v)
+            for k, v in values.items()
+            if v is not None
+        }
+
+    def error(self) -> FailedPrecondition:
+        subject = self.candidate.name
+        return FailedPrecondition(
+            f"promotion gate refused {subject} for {self.target}: " + "; ".join(self.reasons),
+            reason="PROMOTION_GATE_REFUSED",
+            metadata=self.metadata(),
+            violations=[PreconditionViolation("PROMOTION_GATE", subject, r) for r in self.reasons],
+        )
+
+
+def _metric(version: ModelVersionRecord, key: str) -> float | None:
+    value = version.data.metrics.get(key)
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def evaluate_gate(
+    gate: PromotionGate,
+    candidate: ModelVersionRecord,
+    incumbent: ModelVersionRecord | None,
+    target: str,
+) -> GateDecision:
+    """Check ``candidate`` against the version holding ``target`` now (None: nobody).
+
+    Refused when: the candidate lacks the metric, or (with ``max_latency``) its latency is
+    missing or above the limit; against an incumbent, when the two were scored on different
+    held-out data (split content hashes) unless allowed, when the incumbent lacks the metric,
+    or when the candidate does not beat it by ``min_improvement``.
+    """
+    if incumbent is not None and incumbent.id == candidate.id:
+        incumbent = None
+    reasons: list[str] = []
+    metric = gate.metric
+    value = _metric(candidate, metric)
+    if value is None:
+        reasons.append(f"{candidate.name} has no value for metric {metric!r}")
+    latency = _metric(candidate, gate.latency_metric)
+    if gate.max_latency:
+        if latency is None:
+            reasons.append(f"{candidate.name} has no latency metric {gate.latency_metric!r}")
+        elif latency > gate.max_latency:
+            reasons.append(
+                f"{gate.latency_metric} {latency:.6g} is above the limit {gate.max_latency:.6g}"
+            )
+    incumbent_value: float | None = None
+    required: float | None = None
+    if incumbent is not None:
+        incumbent_value = _metric(incumbent, metric)
+        if not gate.allow_different_split:
+            mine = candidate.data.split_content_hash or candidate.data.split
+            theirs = incumbent.data.split_content_hash or incumbent.data.split
+            if not mine or not theirs:
+                reasons.append(
+                    f"cannot tell whether {candidate.name} and {incumbent.name} were scored on "
+                    "the same held-out data (no split recorded)"
+                )
+            elif mine != theirs:
+                reasons.append(
+                    f"{candidate.name} and {incumbent.name} were scored on different held-out "
+                    f"data (split {mine[:16]} vs {theirs[:16]})"
+                )
+        if incumbent_value is None:
+            reasons.append(f"the incumbent {incumbent.name} has no value for metric {metric!r}")
+        else:
+            sign = 1.0 if gate.direction == MAXIMIZE else -1.0
+            required = incumbent_value + sign * gate.min_improvement
+            if value is not None and sign * (value - required) < -1e-12:
+                better = "at least" if gate.direction == MAXIMIZE else "at most"
+                reasons.append(
+                    f"{metric} {value:.6g} does not beat {incumbent.name}'s {incumbent_value:.6g}"
+                    f" by {gate.min_improvement:.6g} (needs {better} {required:.6g})"
+                )
+    return GateDecision(
+        gate=gate,
+        candidate=candidate,
+        incumbent=incumbent,
+        target=target,
+        candidate_value=value,
+        incumbent_value=incumbent_value,
+        required_value=required,
+        candidate_latency=latency,
+        reasons=tuple(reasons),
+    )
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A unit's result when the gate refused: its transaction commits only the event."""
+
+    decision: GateDecision
+
+
+def decision_event(decision: GateDecision, *, bypassed: bool = False) -> events_pb2.Event:
+    c = decision.candidate
+    return _event(
+        "model.promotion_decided",
+        c.name,
+        promotion_decided=events_pb2.PromotionDecided(
+            model_version=c.name,
+            model=c.model,
+            version=c.version,
+            target=decision.target,
+            incumbent_version=decision.incumbent.version if decision.incumbent else 0,
+            accepted=decision.accepted,
+            bypassed=bypassed and not decision.accepted,
+            metric=decision.gate.metric,
+            candidate_value=decision.candidate_value or 0.0,
+            incumbent_value=decision.incumbent_value or 0.0,
+            required_value=decision.required_value or 0.0,
+            candidate_latency=decision.candidate_latency or 0.0,
+            max_latency=decision.gate.max_latency,
+            reasons=list(decision.reasons),
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Artifact keys
 
 
@@ -721,8 +990,14 @@ class Registry:
         previous_production_stage: Stage = Stage.ARCHIVED,
         etag: str = "",
         allow_archived: bool = False,
+        bypass_gate: bool = False,
     ) -> tuple[ModelVersionRecord, ModelVersionRecord | None]:
-        """Move a version to STAGING or PRODUCTION; the old PRODUCTION leaves in the same tx."""
+        """Move a version to STAGING or PRODUCTION; the old PRODUCTION leaves in the same tx.
+
+        With a promotion gate on the model, PRODUCTION is refused (``FailedPrecondition``,
+        reason ``PROMOTION_GATE_REFUSED``) unless the version passes it or ``bypass_gate``;
+        either way the decision is a ``model.promotion_decided`` event.
+        """
         if stage not in (Stage.STAGING, Stage.PRODUCTION):
             raise InvalidArgument(
                 "stage must be MODEL_STAGE_STAGING or MODEL_STAGE_PRODUCTION", field="stage"
@@ -732,7 +1007,9 @@ class Registry:
                 "previous_production_stage cannot be PRODUCTION", field="previous_production_stage"
             )
 
-        def unit(tx: RegistryTx) -> tuple[ModelVersionRecord, ModelVersionRecord | None]:
+        def unit(
+            tx: RegistryTx,
+        ) -> tuple[ModelVersionRecord, ModelVersionRecord | None] | _Refused:
             record = self._lock_model(tx, model)
             target = self._version(tx, model, version, show_deleted=True, model_id=record.id)
             if target.deleted:
@@ -752,6 +1029,16 @@ class Registry:
                 return target, None
             now = _now()
             previous: ModelVersionRecord | None = None
+            if stage == Stage.PRODUCTION and record.promotion_gate is not None:
+                decision = evaluate_gate(
+                    record.promotion_gate,
+                    target,
+                    tx.production_version(record.id),
+                    f"stage:{Stage.PRODUCTION.value}",
+                )
+                tx.add_event(decision_event(decision, bypassed=bypass_gate))
+                if not decision.accepted and not bypass_gate:
+                    return _Refused(decision)
             if stage == Stage.PRODUCTION:
                 current = tx.production_version(record.id)
                 if current is not None and current.id != target.id:
@@ -768,7 +1055,11 @@ class Registry:
             )
             return promoted, previous
 
-        promoted, previous = self._store.run(unit)
+        outcome = self._store.run(unit)
+        if isinstance(outcome, _Refused):
+            # The decision event is committed; the promotion is not.
+            raise outcome.decision.error()
+        promoted, previous = outcome
         log.info("promoted %s to %s", promoted.name, promoted.stage.value)
         return promoted, previous
 
@@ -805,13 +1096,20 @@ class Registry:
 
     # -- aliases ----------------------------------------------------------------------------------
 
-    def set_alias(self, model: str, alias: str, version: int) -> tuple[ModelVersionRecord, int]:
-        """Point ``alias`` at ``version`` (moving it atomically); returns the old version or 0."""
+    def set_alias(
+        self, model: str, alias: str, version: int, *, bypass_gate: bool = False
+    ) -> tuple[ModelVersionRecord, int]:
+        """Point ``alias`` at ``version`` (moving it atomically); returns the old version or 0.
+
+        An alias the model's promotion gate guards (``champion`` by default) moves only to a
+        version that passes the gate against the one it points at now (or with
+        ``bypass_gate``); the decision is an event, as for promotions.
+        """
         check_alias(alias, "alias")
         if version < 1:
             raise InvalidArgument("version must be >= 1", field="version")
 
-        def unit(tx: RegistryTx) -> tuple[ModelVersionRecord, int]:
+        def unit(tx: RegistryTx) -> tuple[ModelVersionRecord, int] | _Refused:
             record = self._lock_model(tx, model)
             target = self._version(tx, model, version, show_deleted=True, model_id=record.id)
             if target.deleted:
@@ -820,6 +1118,14 @@ class Registry:
                     "VERSION_DELETED",
                     target.name,
                 )
+            gate = record.promotion_gate
+            current_version = record.aliases.get(alias, 0)
+            if gate is not None and alias in gate.guarded_aliases and current_version != version:
+                incumbent = tx.get_version(record.id, current_version) if current_version else None
+                decision = evaluate_gate(gate, target, incumbent, f"alias:{alias}")
+                tx.add_event(decision_event(decision, bypassed=bypass_gate))
+                if not decision.accepted and not bypass_gate:
+                    return _Refused(decision)
             now = _now()
             old = tx.set_alias(record.id, alias, target.id, now)
             if old != version:
@@ -829,7 +1135,34 @@ class Registry:
             assert refreshed is not None
             return refreshed, old
 
-        return self._store.run(unit)
+        outcome = self._store.run(unit)
+        if isinstance(outcome, _Refused):
+            raise outcome.decision.error()
+        return outcome
+
+    # -- promotion gate -------------------------------------------------------------------------
+
+    def set_promotion_gate(self, model: str, gate: PromotionGate | None) -> ModelRecord:
+        """Set (``None``: remove) the model's promotion gate; returns the model."""
+        if gate is not None:
+            gate = validate_gate(gate)
+
+        def unit(tx: RegistryTx) -> ModelRecord:
+            record = self._lock_model(tx, model)
+            now = _now()
+            stored = None if gate is None else replace(gate, update_time=now).to_json()
+            tx.set_promotion_gate(record, stored, now)
+            refreshed = tx.get_model(model)
+            assert refreshed is not None
+            return refreshed
+
+        updated = self._store.run(unit)
+        log.info(
+            "promotion gate of %s %s",
+            model_resource(model),
+            "removed" if gate is None else f"set on {gate.metric}",
+        )
+        return updated
 
     def delete_alias(self, model: str, alias: str) -> int:
         check_alias(alias, "alias")

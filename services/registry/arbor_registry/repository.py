@@ -39,6 +39,7 @@ from arbor_registry.domain import (
     ModelVersionRecord,
     NewVersion,
     Page,
+    PromotionGate,
     Signature,
     Stage,
 )
@@ -170,6 +171,7 @@ def _models_from_rows(session: Session, rows: list[Row[Any]]) -> list[ModelRecor
             delete_time=r.delete_time,
             production_version=production.get(r.id, 0),
             aliases=aliases.get(r.id, {}),
+            promotion_gate=PromotionGate.from_json(r.promotion_gate) if r.promotion_gate else None,
         )
         for r in rows
     ]
@@ -230,6 +232,17 @@ class SqlTx:
         if undelete:
             values["delete_time"] = None
         if self.session.execute(query.values(**values)).rowcount != 1:  # type: ignore[attr-defined]
+            raise Conflict(f"model {model.name} changed concurrently")
+
+    def set_promotion_gate(
+        self, model: ModelRecord, gate: Mapping[str, Any] | None, now: datetime
+    ) -> None:
+        query = (
+            sa.update(m)
+            .where(m.c.id == model.id)
+            .values(promotion_gate=None if gate is None else dict(gate), update_time=now)
+        )
+        if self.session.execute(query).rowcount != 1:  # type: ignore[attr-defined]
             raise Conflict(f"model {model.name} changed concurrently")
 
     # versions ----------------------------------------------------------------------------------

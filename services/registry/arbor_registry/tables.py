@@ -34,6 +34,8 @@ models = sa.Table(
     sa.Column("create_time", UtcDateTime(), nullable=False),
     sa.Column("update_time", UtcDateTime(), nullable=False),
     sa.Column("delete_time", UtcDateTime(), nullable=True),
+    # The PromotionGate as JSON (domain.PromotionGate.to_json); NULL: no gate. Migration 0002.
+    sa.Column("promotion_gate", _JSON, nullable=True),
 )
 
 model_versions = sa.Table(

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -161,6 +161,7 @@ def experiment_input(e: pb.Experiment) -> ExperimentInput:
         device=s.device,
         parallelism=s.parallelism,
         max_iterations=s.max_iterations,
+        final_fit=s.final_fit,
         preprocessing=PreprocessingSpec(
             include_columns=tuple(pre.include_columns),
             exclude_columns=tuple(pre.exclude_columns),
@@ -213,7 +214,21 @@ def split_info(split: split_service_pb2.Split) -> SplitInfo:
         },
         content_hash=split.content_hash,
         row_count=split.row_count,
+        **_strategy(split),
     )
+
+
+def _strategy(split: split_service_pb2.Split) -> dict[str, Any]:
+    """The split's strategy, which cross-validation folds follow."""
+    strategy = split.strategy
+    match strategy.WhichOneof("strategy") if split.HasField("strategy") else None:
+        case "time":
+            return {"strategy": "time", "time_column": strategy.time.time_column}
+        case "entity":
+            return {"strategy": "entity", "entity_column": strategy.entity.entity_column}
+        case "random":
+            return {"strategy": "random", "stratified": strategy.random.stratify}
+    return {"strategy": "random"}
 
 
 # --------------------------------------------------------------------------- responses
@@ -244,6 +259,31 @@ def trial_to_pb(t: TrialRecord) -> pb.Trial:
         model_type=_enum_value(common_pb2.ModelType, "MODEL_TYPE_", t.model_type),  # type: ignore[arg-type]
         error_message=t.error_message,
         best_iteration=t.best_iteration or 0,
+        fold_values=[v for v in t.fold_values if math.isfinite(v)],
+        fit_seconds=t.fit_seconds or 0.0,
+        predict_ms_per_1k_rows=t.predict_ms_per_1k_rows or 0.0,
+    )
+
+
+def summary_to_pb(summary: Mapping[str, Any]) -> pb.StudySummary:
+    """The experiment's StudySummary from its stored JSON (``study.study_summary``)."""
+    best_type = str(summary.get("best_model_type") or "")
+    return pb.StudySummary(
+        trials_complete=int(summary.get("trials_complete") or 0),
+        trials_pruned=int(summary.get("trials_pruned") or 0),
+        trials_failed=int(summary.get("trials_failed") or 0),
+        best_trial_number=int(summary.get("best_trial_number") or 0),
+        best_value=float(summary.get("best_value") or 0.0),
+        best_model_type=_enum_value(common_pb2.ModelType, "MODEL_TYPE_", best_type)  # type: ignore[arg-type]
+        if best_type
+        else 0,
+        total_time=_duration(summary.get("total_seconds")),
+        trials_time=_duration(summary.get("trials_seconds")),
+        final_time=_duration(summary.get("final_seconds")),
+        final_fit=str(summary.get("final_fit") or ""),
+        final_iterations=int(summary.get("final_iterations") or 0),
+        trials_stopped_by_budget=int(summary.get("trials_stopped_by_budget") or 0),
+        cv_folds=int(summary.get("cv_folds") or 0),
     )
 
 
@@ -278,6 +318,8 @@ def experiment_to_pb(e: Experiment, best: TrialRecord | None = None) -> pb.Exper
             device=study.device,
             parallelism=study.parallelism,
             max_iterations=study.max_iterations,
+            cv_folds=study.cv_folds,
+            final_fit=study.final_fit,
         ),
         preprocessing=pb.PreprocessingOptions(
             include_columns=list(spec.preprocessing.include_columns),
@@ -318,6 +360,8 @@ def experiment_to_pb(e: Experiment, best: TrialRecord | None = None) -> pb.Exper
     )
     if best is not None:
         message.best_trial.CopyFrom(trial_to_pb(best))
+    if e.summary:
+        message.summary.CopyFrom(summary_to_pb(e.summary))
     return message
 
 

@@ -40,6 +40,7 @@ from arbor_core.pagination import (
 )
 from arbor_ml.metrics import METRICS, default_metric, metric_direction, metrics_for_task
 from arbor_ml.search_space import ParamSpec
+from arbor_ml.threshold import parse_threshold_objective
 from arbor_ml.types import Direction, ModelType, TaskType
 
 EVENT_SOURCE = "arbor.training"
@@ -57,15 +58,15 @@ DEFAULT_EARLY_STOPPING_ROUNDS = 50
 DEFAULT_MAX_ITERATIONS = 1000
 MAX_ITERATIONS = 100_000
 MAX_PARALLELISM = 16
+MAX_CV_FOLDS = 20
+#: StudyConfig.final_fit values (arbor_ml.automl.FinalFit).
+FINAL_FITS = ("auto", "all", "train", "trial")
 MAX_LABELS = 64
 MAX_DISPLAY_NAME = 256
 MAX_DESCRIPTION = 4096
 MAX_LABEL_VALUE = 256
 #: Metadata fields UpdateExperiment may change.
 MUTABLE_FIELDS = ("display_name", "description", "labels")
-#: Threshold objectives for binary classifiers (``precision@recall=R`` is parsed separately).
-THRESHOLD_OBJECTIVES = ("f1", "accuracy")
-_PRECISION_AT_RECALL = re.compile(r"precision@recall=(0(?:\.\d+)?|1(?:\.0+)?)")
 
 
 # --------------------------------------------------------------------------- enums
@@ -216,9 +217,15 @@ class StudySpec:
     device: str = "cpu"
     parallelism: int = 1
     max_iterations: int = DEFAULT_MAX_ITERATIONS
+    cv_folds: int = 0  # 0: train/validation; k >= 2: k folds over train + validation
+    cv_rule: dict[str, str | None] = field(default_factory=dict)  # arbor_ml.cv.FoldRule
+    final_fit: str = "auto"  # arbor_ml.automl.FinalFit
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "cv_folds": self.cv_folds,
+            "cv_rule": dict(self.cv_rule),
+            "final_fit": self.final_fit,
             "n_trials": self.n_trials,
             "timeout_seconds": self.timeout_seconds,
             "sampler": self.sampler.value,
@@ -248,6 +255,9 @@ class StudySpec:
             device=str(data["device"]),
             parallelism=int(data.get("parallelism", 1)),
             max_iterations=int(data.get("max_iterations", DEFAULT_MAX_ITERATIONS)),
+            cv_folds=int(data.get("cv_folds") or 0),
+            cv_rule=dict(data.get("cv_rule") or {}),
+            final_fit=str(data.get("final_fit") or "auto"),
         )
 
 
@@ -396,6 +406,20 @@ class SplitInfo:
     parts: dict[str, SplitPartInfo]
     content_hash: str
     row_count: int = 0
+    strategy: str = "random"  # random | time | entity
+    stratified: bool = False
+    time_column: str = ""
+    entity_column: str = ""
+
+    def fold_rule(self) -> dict[str, str | None]:
+        """Cross-validation folds that follow this split's rules (``arbor_ml.cv.FoldRule``)."""
+        if self.strategy == "time" and self.time_column:
+            return {"kind": "time", "column": self.time_column}
+        if self.strategy == "entity" and self.entity_column:
+            return {"kind": "group", "column": self.entity_column}
+        if self.stratified:
+            return {"kind": "stratified", "column": self.target_column}
+        return {"kind": "random", "column": None}
 
     @property
     def split_id(self) -> str:
@@ -447,6 +471,7 @@ class ExperimentInput:
     device: str = ""
     parallelism: int = 0
     max_iterations: int = 0
+    final_fit: str = ""
     preprocessing: PreprocessingSpec = field(default_factory=PreprocessingSpec)
     numeric_imputation: str = ""  # as sent; "" means unset
     postprocessing: PostprocessingInput | None = None
@@ -738,13 +763,11 @@ def _resolve_study(
             errors.add("experiment.study.pruner", f"unknown pruner {data.pruner!r}")
     if data.early_stopping_rounds < 0:
         errors.add("experiment.study.early_stopping_rounds", "must not be negative")
-    if data.cv_folds > 1:
-        errors.add(
-            "experiment.study.cv_folds",
-            "cross-validation is not supported yet; leave cv_folds at 0 (train/validation)",
-        )
-    elif data.cv_folds < 0:
-        errors.add("experiment.study.cv_folds", "must not be negative")
+    if data.cv_folds < 0 or data.cv_folds > MAX_CV_FOLDS:
+        errors.add("experiment.study.cv_folds", f"must be in [0, {MAX_CV_FOLDS}]")
+    final_fit = (data.final_fit or "auto").strip().lower()
+    if final_fit not in FINAL_FITS:
+        errors.add("experiment.study.final_fit", f"must be one of {', '.join(FINAL_FITS)}")
     if data.threads < 0:
         errors.add("experiment.study.threads", "must not be negative")
     device = (data.device or "cpu").strip().lower()
@@ -772,6 +795,8 @@ def _resolve_study(
         device=device,
         parallelism=min(max(data.parallelism, 1), MAX_PARALLELISM),
         max_iterations=data.max_iterations or DEFAULT_MAX_ITERATIONS,
+        cv_folds=data.cv_folds if data.cv_folds > 1 else 0,
+        final_fit=final_fit,
     )
 
 
@@ -887,15 +912,14 @@ def _resolve_postprocessing(
         if not (_is_finite(threshold) and 0.0 < threshold < 1.0):
             errors.add(f"{prefix}.decision_threshold", "must be in (0, 1)")
     objective = given.threshold_objective.strip().lower()
-    if (
-        objective
-        and objective not in THRESHOLD_OBJECTIVES
-        and not _PRECISION_AT_RECALL.fullmatch(objective)
-    ):
-        errors.add(
-            f"{prefix}.threshold_objective",
-            "must be 'f1', 'accuracy' or 'precision@recall=<0..1>'",
-        )
+    if objective:
+        try:
+            objective = parse_threshold_objective(objective).text
+        except InvalidArgument:
+            errors.add(
+                f"{prefix}.threshold_objective",
+                "must be 'f1', 'accuracy', 'precision@recall=<0..1>' or 'recall@precision=<0..1>'",
+            )
     if objective and threshold is not None:
         errors.add(
             f"{prefix}.threshold_objective", "set either decision_threshold or threshold_objective"
@@ -980,6 +1004,8 @@ def validate_experiment(
     task = _resolve_task(errors, data, split)
     metric = _resolve_metric(errors, data.metric, task)
     study = _resolve_study(errors, data, model_type, task, spaces)
+    if study.cv_folds:
+        study = replace(study, cv_rule=split.fold_rule())
     preprocessing = _resolve_preprocessing(errors, data, split)
     postprocessing = _resolve_postprocessing(errors, data.postprocessing, task)
     model_name = data.model_name or split.split_id
@@ -1035,6 +1061,8 @@ class Experiment:
     version: int = 1
     worker: str = ""
     attempt: int = 0
+    #: The study in numbers once final (see StudySummary in the proto); {} before.
+    summary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -1067,6 +1095,8 @@ class TrialRecord:
     best_iteration: int | None = None
     fit_seconds: float | None = None
     worker: str = ""
+    fold_values: list[float] = field(default_factory=list)
+    predict_ms_per_1k_rows: float | None = None
 
     @property
     def name(self) -> str:
@@ -1216,6 +1246,7 @@ class ExperimentStore(Protocol):
         decide: Callable[[Experiment], Change | None],
         *,
         show_deleted: bool = False,
+        finalizer: str | None = None,
     ) -> Experiment: ...
 
 
@@ -1482,8 +1513,14 @@ class Experiments:
         error_message: str = "",
         model_version: str = "",
         metrics: Mapping[str, float] | None = None,
+        summary: Mapping[str, Any] | None = None,
+        finalizer: str | None = None,
     ) -> Experiment:
-        """Move to a final state once; an experiment already final is left as it is."""
+        """Move to a final state once; an experiment already final is left as it is.
+
+        ``finalizer``: the worker finishing as the lease holder; its write is fenced by the
+        lease (``repository.FinalizerLeaseLost`` when another worker took it over).
+        """
         took: list[float] = []  # seconds from start (or creation), when this call finished it
 
         def decide(current: Experiment) -> Change | None:
@@ -1499,6 +1536,8 @@ class Experiments:
             if state is ExperimentState.SUCCEEDED:
                 values["model_version"] = model_version
                 values["metrics"] = dict(metrics or {})
+            if summary:
+                values["summary"] = dict(summary)
             after = replace(
                 current,
                 state=state,
@@ -1509,7 +1548,9 @@ class Experiments:
             )
             return Change(values, [state_event(after)])
 
-        experiment = self.store.mutate(experiment_id, decide, show_deleted=True)
+        experiment = self.store.mutate(
+            experiment_id, decide, show_deleted=True, finalizer=finalizer
+        )
         if took:
             arbor_metrics.experiment_finished(state.value, duration_s=took[0])
         return experiment

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from arbor.training.v1 import training_service_pb2
 from arbor_core.db import db_errors, is_unique_violation, utcnow
-from arbor_core.errors import AlreadyExists, NotFound
+from arbor_core.errors import Aborted, AlreadyExists, NotFound
 from arbor_core.events import job_subject
 from arbor_core.outbox import add_event
 from arbor_ml.types import Direction
@@ -101,6 +101,7 @@ def _experiment(row: Row[Any]) -> Experiment:
         version=m["version"],
         worker=m["worker"],
         attempt=m["attempt"],
+        summary=dict(m["summary"] or {}),
     )
 
 
@@ -124,6 +125,8 @@ def _trial(row: Row[Any]) -> TrialRecord:
         best_iteration=m["best_iteration"],
         fit_seconds=m["fit_seconds"],
         worker=m["worker"],
+        fold_values=[float(v) if v is not None else math.nan for v in m["fold_values"] or ()],
+        predict_ms_per_1k_rows=m["predict_ms_per_1k_rows"],
     )
 
 
@@ -136,6 +139,20 @@ def _insert(session: Session) -> Any:
 
 def _not_found(experiment_id: str) -> NotFound:
     return NotFound("experiment", f"experiments/{experiment_id}")
+
+
+class FinalizerLeaseLost(Aborted):
+    """A worker's final write refused: another worker claimed the finalizer lease meanwhile
+    (this one stalled past it), so only the new holder may finish the experiment."""
+
+    default_reason = "FINALIZER_LEASE_LOST"
+
+    def __init__(self, experiment_id: str, worker: str, holder: str | None) -> None:
+        super().__init__(
+            f"worker {worker!r} no longer holds the finalizer lease of experiment "
+            f"{experiment_id!r} (held by {holder!r})",
+            metadata={"experiment": experiment_id, "worker": worker, "holder": holder or ""},
+        )
 
 
 class TrainingRepository:
@@ -303,10 +320,13 @@ class TrainingRepository:
         decide: Callable[[Experiment], Change | None],
         *,
         show_deleted: bool = False,
+        finalizer: str | None = None,
     ) -> Experiment:
         """Lock the row, ask ``decide`` for a change, write it (version + 1) with its events.
 
-        ``decide`` may raise (a precondition) or return None (nothing to do).
+        ``decide`` may raise (a precondition) or return None (nothing to do). ``finalizer``
+        fences a finalizing worker's write: it lands only while the row still names that
+        worker as its finalizer (no one claimed the lease since), else ``FinalizerLeaseLost``.
         """
         with db_errors(), self.session_factory.begin() as session:
             row = session.execute(
@@ -314,12 +334,14 @@ class TrainingRepository:
             ).first()
             if row is None or (row.delete_time is not None and not show_deleted):
                 raise _not_found(experiment_id)
+            if finalizer is not None and row.finalizer != finalizer:
+                raise FinalizerLeaseLost(experiment_id, finalizer, row.finalizer)
             current = _experiment(row)
             change = decide(current)
             if change is None:
                 return current
             values = dict(change.values)
-            for key in ("metrics", "labels"):
+            for key in ("metrics", "labels", "summary"):
                 if key in values:
                     values[key] = json_safe(values[key])
             values["version"] = E.version + 1
@@ -362,6 +384,8 @@ class TrainingRepository:
             "best_iteration": trial.best_iteration,
             "worker": trial.worker,
             "create_time": utcnow(),
+            "fold_values": json_safe(list(trial.fold_values)),
+            "predict_ms_per_1k_rows": _finite(trial.predict_ms_per_1k_rows),
         }
         changes: dict[str, Any] = {
             "trials_completed": E.trials_completed + 1,

@@ -61,11 +61,25 @@ from arbor_core.db import effective_url, utcnow
 from arbor_core.errors import FailedPrecondition
 from arbor_core.events import new_event
 from arbor_ml import metrics as M
+from arbor_ml.automl import (
+    FinalFit,
+    TimeBudget,
+    choose_final_fit,
+    estimate_final_seconds,
+    parse_final_fit,
+    refit_iterations,
+    startup_trials,
+    warm_start,
+)
 from arbor_ml.bundle import BundleRef, ModelBundle, build_bundle, load_bundle, save_bundle
+from arbor_ml.cv import FoldRule, make_folds
+from arbor_ml.cv import pool as cv_pool
 from arbor_ml.data import PreparedData, prepare_data
+from arbor_ml.latency import LATENCY_METRIC, predict_ms_per_1k_rows
 from arbor_ml.postprocessing import PostprocessingOptions
 from arbor_ml.preprocessing import PreprocessingOptions
-from arbor_ml.trainers import FitSettings, Trainer, get_trainer
+from arbor_ml.threshold import tune_threshold
+from arbor_ml.trainers import FitResult, FitSettings, Trainer, get_trainer
 from arbor_ml.types import Direction, ModelType, TaskType
 from arbor_training.domain import (
     AUTO,
@@ -168,11 +182,19 @@ def make_sampler(spec: ExperimentSpec, *, reseed: bool) -> optuna.samplers.BaseS
                 sampler = optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
         case _:
             # multivariate: one draw per trial instead of one storage read per parameter;
-            # constant_liar: workers sharing a study do not propose the same point.
+            # group: AUTO's conditional space (each library's parameters) is modelled per
+            # library instead of falling back to independent draws; constant_liar: workers
+            # sharing a study do not propose the same point; the start-up phase is short, since
+            # the fixed defaults-first trials already cover the space (arbor_ml.automl).
+            fixed = 2 * len(spec.model_types)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 sampler = optuna.samplers.TPESampler(
-                    seed=seed, multivariate=True, constant_liar=True
+                    seed=seed,
+                    multivariate=True,
+                    group=True,
+                    constant_liar=True,
+                    n_startup_trials=startup_trials(fixed),
                 )
     if reseed:
         # A second worker on the same study must not replay the first one's random draws.
@@ -181,9 +203,17 @@ def make_sampler(spec: ExperimentSpec, *, reseed: bool) -> optuna.samplers.BaseS
 
 
 def make_pruner(spec: ExperimentSpec, report_every: int) -> optuna.pruners.BasePruner:
+    folds = spec.study.cv_folds
     match spec.study.pruner:
         case Pruner.NONE:
             return optuna.pruners.NopPruner()
+        case Pruner.HYPERBAND if folds:
+            return optuna.pruners.HyperbandPruner(
+                min_resource=1, max_resource=folds, reduction_factor=3
+            )
+        case _ if folds:
+            # With cross-validation a trial reports once per fold: judge it from the first.
+            return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
         case Pruner.HYPERBAND:
             return optuna.pruners.HyperbandPruner(
                 min_resource=report_every, max_resource=max_iterations(spec), reduction_factor=3
@@ -231,22 +261,72 @@ class StudyData:
         self.train: pl.DataFrame = train
         self.valid: pl.DataFrame = valid
         self._prepared: dict[ModelType, PreparedData] = {}
+        self._folds: dict[ModelType, list[PreparedData]] = {}
+        self._all: dict[ModelType, PreparedData] = {}
         self._lock = threading.Lock()
+
+    def _prepare(
+        self, model_type: ModelType, train: pl.DataFrame, valid: pl.DataFrame | None
+    ) -> PreparedData:
+        spec = self.spec
+        return prepare_data(
+            train,
+            valid,
+            target=spec.target_column,
+            task=spec.task_type,
+            model_type=model_type,
+            preprocessing=PreprocessingOptions.from_dict(spec.preprocessing.ml_options()),
+            target_transform="log1p" if spec.postprocessing.log_target else "none",
+        )
 
     def prepared(self, model_type: ModelType) -> PreparedData:
         with self._lock:
             if model_type not in self._prepared:
-                spec = self.spec
-                self._prepared[model_type] = prepare_data(
-                    self.train,
-                    self.valid,
-                    target=spec.target_column,
-                    task=spec.task_type,
-                    model_type=model_type,
-                    preprocessing=PreprocessingOptions.from_dict(spec.preprocessing.ml_options()),
-                    target_transform="log1p" if spec.postprocessing.log_target else "none",
-                )
+                self._prepared[model_type] = self._prepare(model_type, self.train, self.valid)
             return self._prepared[model_type]
+
+    @property
+    def cv_folds(self) -> int:
+        return self.spec.study.cv_folds
+
+    def pooled(self) -> pl.DataFrame:
+        """Train and validation together: what cross-validation cuts and ``all`` refits on."""
+        return cv_pool(self.train, self.valid)
+
+    def folds(self, model_type: ModelType) -> list[PreparedData]:
+        """The cross-validation folds for a library (preprocessing fit on each fold's train)."""
+        with self._lock:
+            if model_type not in self._folds:
+                study = self.spec.study
+                pooled = self.pooled()
+                rule = FoldRule(**study.cv_rule) if study.cv_rule else FoldRule()  # type: ignore[arg-type]
+                self._folds[model_type] = [
+                    self._prepare(model_type, pooled[f.train], pooled[f.valid])
+                    for f in make_folds(pooled, study.cv_folds, rule, seed=study.seed)
+                ]
+            return self._folds[model_type]
+
+    def trial_parts(self, model_type: ModelType) -> list[PreparedData]:
+        """What one trial fits on: every fold with cross-validation, else train/validation."""
+        return self.folds(model_type) if self.cv_folds else [self.prepared(model_type)]
+
+    def prepared_all(self, model_type: ModelType) -> PreparedData:
+        """Train + validation as one train part, for the ``all`` final fit."""
+        with self._lock:
+            if model_type not in self._all:
+                self._all[model_type] = self._prepare(model_type, self.pooled(), None)
+            return self._all[model_type]
+
+    def fit_rows(self) -> int:
+        """Rows a trial trains on (a fold's train part, on average, with cross-validation)."""
+        if not self.cv_folds:
+            return self.train.height
+        rows = self.pooled().height
+        if self.spec.study.cv_rule.get("kind") == "time":
+            return (
+                rows // 2
+            )  # forward chaining: the folds' train parts grow from 1/(k+1) to k/(k+1)
+        return rows * (self.cv_folds - 1) // self.cv_folds
 
     def test(self) -> pl.DataFrame | None:
         return read_part(self.store, self.spec, "test")
@@ -275,15 +355,38 @@ def search_spaces(model_type: ModelType, task: TaskType) -> Mapping[str, Any]:
     return get_trainer(model_type, task).search_space
 
 
+def fit_settings(spec: ExperimentSpec) -> FitSettings:
+    """What every trial's fit uses (the refit changes the rounds and drops early stopping)."""
+    return FitSettings(
+        iterations=max_iterations(spec),
+        early_stopping_rounds=spec.study.early_stopping_rounds,
+        seed=spec.study.seed % SEED_MODULUS,
+        threads=spec.study.threads,
+        device=spec.study.device,
+    )
+
+
+def expected_fit_rows(spec: ExperimentSpec) -> int:
+    """Rows one trial trains on, from the split's recorded counts (before reading the data)."""
+    train = spec.parts.get("train")
+    valid = spec.parts.get("validation")
+    rows = train.row_count if train else 0
+    k = spec.study.cv_folds
+    if k and valid is not None:
+        pooled = rows + valid.row_count
+        rows = pooled // 2 if spec.study.cv_rule.get("kind") == "time" else pooled * (k - 1) // k
+    return max(rows, 1)
+
+
 def default_trials(spec: ExperimentSpec, trainers: Mapping[ModelType, Trainer]) -> list[dict]:
-    """The libraries' defaults as fixed trial parameters (one per library for ``auto``)."""
-    if spec.model_type != AUTO:
-        return [next(iter(trainers.values())).default_params()]
-    return [
-        {MODEL_TYPE_PARAM: library.value}
-        | {f"{library.value}.{k}": v for k, v in trainer.default_params().items()}
-        for library, trainer in trainers.items()
-    ]
+    """The fixed trials a study starts with: each library's defaults (CatBoost first for
+    ``auto``), then a small portfolio (see ``arbor_ml.automl``), as flat Optuna parameters."""
+    return warm_start(
+        trainers,
+        train_rows=expected_fit_rows(spec),
+        settings=fit_settings(spec),
+        auto=spec.model_type == AUTO,
+    )
 
 
 def split_params(spec: ExperimentSpec, params: Mapping[str, Any]) -> tuple[ModelType, dict]:
@@ -381,8 +484,9 @@ class _Reporter:
     """The per-iteration callback: intermediate values, pruning, cancel and time budget.
 
     Every ``every`` rounds it keeps the validation value (recorded with the trial) and, when
-    the study prunes, reports it to Optuna and asks the pruner. Cancel and the deadline are
-    read from memory each round.
+    the study prunes by rounds, reports it to Optuna and asks the pruner. Cancel and the
+    time budget are read from memory each round. A trial stopped by the budget is not
+    pruned: it ends where it stands and is scored (``budget_stop``).
     """
 
     def __init__(
@@ -390,32 +494,49 @@ class _Reporter:
         trial: optuna.Trial,
         every: int,
         watcher: ControlWatcher,
-        deadline: float | None,
+        clock: TimeBudget | None,
         prune: bool,
+        offset: int = 0,
     ) -> None:
         self.trial = trial
         self.every = every
         self.watcher = watcher
-        self.deadline = deadline
+        self.clock = clock
         self.prune = prune
+        self.offset = offset  # steps of earlier folds, so a trial's steps never repeat
         self.reason = ""
+        self.budget_stop = False
         self.intermediate: list[tuple[int, float]] = []
 
     def __call__(self, step: int, value: float) -> bool:
         if self.watcher.stop_requested:
             self.reason = "stopped: the experiment was cancelled"
             return True
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            self.reason = "stopped: the study's time budget is spent"
+        if self.clock is not None and self.clock.trials_over():
+            self.budget_stop = True
             return True
         if (step + 1) % self.every == 0 and math.isfinite(value):
-            self.intermediate.append((step + 1, float(value)))
+            self.intermediate.append((self.offset + step + 1, float(value)))
             if self.prune:
                 self.trial.report(float(value), step + 1)
                 if self.trial.should_prune():
                     self.reason = f"pruned at iteration {step + 1}"
                     return True
         return False
+
+
+@dataclass
+class KeptModel:
+    """The best trial this worker ran, kept in memory for the final fit (no refit needed)
+    and for the decision threshold (its validation, or out-of-fold, predictions)."""
+
+    number: int
+    value: float
+    library: ModelType
+    result: FitResult
+    prepared: PreparedData
+    y_valid: np.ndarray | None = None
+    output_valid: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- the runner
@@ -434,6 +555,8 @@ class RefitResult:
     training_rows: int
     reused: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    final_fit: str = ""  # arbor_ml.automl.FinalFit value
+    final_iterations: int = 0
 
 
 def bundle_prefix_for(spec: ExperimentSpec, experiment_id: str) -> str:
@@ -464,6 +587,10 @@ class StudyRunner:
             self._retry = RetryHeartbeatStaleTrialCallback()
         self.storage = open_storage(database_url, self.settings, self._on_stale)
         self._data: dict[str, StudyData] = {}
+        #: Per experiment: the best trial this worker ran, its model kept for the final fit.
+        self._kept: dict[str, KeptModel] = {}
+        #: Per experiment: seconds to keep for the final fit of the best trial so far.
+        self._reserves: dict[str, float] = {}
         #: Set when the worker stops: the trial loop ends at the next trial boundary.
         self.shutdown = threading.Event()
 
@@ -513,6 +640,9 @@ class StudyRunner:
     def data(self, experiment: Experiment) -> StudyData:
         if experiment.id not in self._data:
             self._data.clear()  # one experiment at a time per worker
+            for kept in (self._kept, self._reserves):
+                for other in [k for k in kept if k != experiment.id]:
+                    del kept[other]
             self._data[experiment.id] = StudyData(self.store, experiment.spec)
         return self._data[experiment.id]
 
@@ -555,17 +685,12 @@ class StudyRunner:
         study = self.open_study(experiment, starter=starter)
         data = self.data(experiment)
         trainers = trainers_for(spec)
-        timeout = spec.study.timeout_seconds
-        started = experiment.start_time or utcnow()
+        clock = self.clock(experiment)
         with ControlWatcher(self.repo, experiment.id, self.settings.control_interval) as watcher:
-            deadline = None
-            if timeout is not None:
-                elapsed = (utcnow() - started).total_seconds()
-                deadline = time.monotonic() + timeout - elapsed
             record = self._recorder(experiment, on_trial)
             self.fail_stale(study)
             budget = _Budget(spec.study.n_trials)
-            objective = self._objective(spec, data, trainers, watcher, deadline, budget)
+            objective = self._objective(experiment, data, trainers, watcher, clock, budget)
             while True:
                 if self.shutdown.is_set():
                     return Outcome.SHUTDOWN
@@ -574,10 +699,11 @@ class StudyRunner:
                     return Outcome.CANCELLED
                 if c.state is not ExperimentState.RUNNING:
                     return Outcome.NOT_RUNNING
-                if deadline is not None and time.monotonic() >= deadline:
+                if clock.trials_over():
                     return Outcome.TIMEOUT
                 if not budget.spent:
                     study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[record])
+                    self._reserve_final_fit(experiment, study, data, clock)
                     continue
                 # The budget is taken: wait for trials running elsewhere; run retried ones.
                 self.fail_stale(study)
@@ -592,24 +718,65 @@ class StudyRunner:
                     return Outcome.BUDGET_DONE
                 time.sleep(self.settings.control_interval)
 
+    def clock(self, experiment: Experiment) -> TimeBudget:
+        """The study's time budget, counted from the experiment's start (a resumed study
+        continues the same clock)."""
+        started = experiment.start_time or utcnow()
+        elapsed = (utcnow() - started).total_seconds()
+        clock = TimeBudget.start(experiment.spec.study.timeout_seconds, elapsed)
+        known = self._reserves.get(experiment.id)
+        if known is not None:
+            clock.reserve(known)
+        return clock
+
+    def _reserve_final_fit(
+        self, experiment: Experiment, study: optuna.Study, data: StudyData, clock: TimeBudget
+    ) -> None:
+        """Keep room in the budget for the final fit of the best trial so far."""
+        if clock.total_s is None:
+            return
+        try:
+            best = study.best_trial
+        except ValueError:
+            return
+        estimate = self._final_estimate(experiment.spec, best, data)
+        self._reserves[experiment.id] = estimate
+        clock.reserve(estimate)
+
+    def _final_estimate(self, spec: ExperimentSpec, best: FrozenTrial, data: StudyData) -> float:
+        """Seconds the ``all`` final fit of ``best`` would take (see arbor_ml.automl)."""
+        attrs = best.user_attrs.get(ATTR) or {}
+        folds = max(1, len(attrs.get("fold_values") or [0]))
+        fit_rows = data.fit_rows()
+        refit_rows = data.pooled().height
+        kept = [int(b) + 1 for b in attrs.get("best_iterations") or [] if b is not None]
+        rounds = refit_iterations(
+            attrs.get("best_iterations") or [attrs.get("best_iteration")],
+            fit_rows=fit_rows,
+            refit_rows=refit_rows,
+            max_iterations=max_iterations(spec),
+        )
+        ratio = rounds / (sum(kept) / len(kept)) if kept else 1.0
+        per_fit = (attrs.get("fit_seconds") or 0.0) / folds
+        return estimate_final_seconds(
+            per_fit, fit_rows=fit_rows, refit_rows=refit_rows, rounds_ratio=ratio
+        )
+
     def _objective(
         self,
-        spec: ExperimentSpec,
+        experiment: Experiment,
         data: StudyData,
         trainers: Mapping[ModelType, Trainer],
         watcher: ControlWatcher,
-        deadline: float | None,
+        clock: TimeBudget,
         budget: _Budget,
     ) -> Callable[[optuna.Trial], float]:
+        spec = experiment.spec
         every = self.report_every(spec)
         prune = spec.study.pruner is not Pruner.NONE
-        fit_settings = FitSettings(
-            iterations=max_iterations(spec),
-            early_stopping_rounds=spec.study.early_stopping_rounds,
-            seed=spec.study.seed % SEED_MODULUS,
-            threads=spec.study.threads,
-            device=spec.study.device,
-        )
+        settings = fit_settings(spec)
+        cv = spec.study.cv_folds > 0
+        maximize = spec.direction is Direction.MAXIMIZE
 
         def objective(trial: optuna.Trial) -> float:
             n_trials = spec.study.n_trials
@@ -643,33 +810,92 @@ class StudyRunner:
                 library = ModelType(spec.model_type)
                 trainer = trainers[library]
                 params = trainer.suggest_params(trial)
-            reporter = _Reporter(trial, every, watcher, deadline, prune)
             attrs: dict[str, Any] = {"model_type": library.value, "worker": self.worker_id}
-            fit_started = time.perf_counter()
-            try:
-                result = trainer.fit(
-                    data.prepared(library), params, fit_settings, on_iteration=reporter
-                )
-            except Exception as exc:
-                attrs["fit_seconds"] = time.perf_counter() - fit_started
-                attrs["error"] = f"{type(exc).__name__}: {exc}"[:2000]
-                attrs["intermediate"] = reporter.intermediate
-                trial.set_user_attr(ATTR, attrs)
-                raise
-            attrs["fit_seconds"] = time.perf_counter() - fit_started
+            # With cross-validation the pruner judges fold by fold; without, round by round.
+            reporter = _Reporter(trial, every, watcher, clock, prune and not cv)
+            fit_seconds = 0.0
+            results: list[FitResult] = []
+            parts = data.trial_parts(library)
+            outputs: list[np.ndarray] = []
+            for fold, prepared in enumerate(parts):
+                reporter.offset = fold * max_iterations(spec)
+                fit_started = time.perf_counter()
+                try:
+                    result = trainer.fit(prepared, params, settings, on_iteration=reporter)
+                except Exception as exc:
+                    attrs["fit_seconds"] = fit_seconds + time.perf_counter() - fit_started
+                    attrs["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+                    attrs["intermediate"] = reporter.intermediate
+                    trial.set_user_attr(ATTR, attrs)
+                    raise
+                fit_seconds += time.perf_counter() - fit_started
+                results.append(result)
+                if cv and prepared.x_valid is not None and spec.task_type is TaskType.BINARY:
+                    outputs.append(result.model.predict_output(prepared.x_valid))
+                if reporter.reason or reporter.budget_stop:
+                    break
+                if cv and prune and result.score is not None and math.isfinite(result.score):
+                    trial.report(float(result.score), fold + 1)
+                    if trial.should_prune():
+                        reporter.reason = f"pruned after fold {fold + 1} of {len(parts)}"
+                        break
+            scores = [r.score for r in results]
+            attrs["fit_seconds"] = fit_seconds
             attrs["intermediate"] = reporter.intermediate
-            attrs["best_iteration"] = result.best_iteration
-            attrs["iterations"] = result.iterations
+            attrs["best_iterations"] = [r.best_iteration for r in results]
+            kept = [b for b in attrs["best_iterations"] if b is not None]
+            attrs["best_iteration"] = round(sum(kept) / len(kept)) if kept else None
+            attrs["iterations"] = max(r.iterations for r in results)
+            attrs["fold_values"] = [float(v) if v is not None else math.nan for v in scores]
+            attrs["fit_rows"] = sum(p.train_rows for p in parts[: len(results)]) // len(results)
+            last = results[-1]
+            valid = parts[len(results) - 1].x_valid
+            if valid is not None:
+                attrs["predict_ms_per_1k_rows"] = predict_ms_per_1k_rows(last.model, valid)
+            attrs["metrics"] = _mean_metrics([r.metrics for r in results])
+            if reporter.budget_stop:
+                attrs["stopped_by_budget"] = True
             if reporter.reason:
                 attrs["error"] = reporter.reason
                 trial.set_user_attr(ATTR, attrs)
                 raise optuna.TrialPruned(reporter.reason)
             trial.set_user_attr(ATTR, attrs)
-            if result.score is None or not math.isfinite(result.score):
-                raise ValueError(f"the validation {spec.metric} is not a number ({result.score})")
-            return float(result.score)
+            finite = [v for v in scores if v is not None and math.isfinite(v)]
+            if not finite:
+                raise ValueError(f"the validation {spec.metric} is not a number ({scores})")
+            value = float(sum(finite) / len(finite))
+            self._keep(
+                experiment.id, trial.number, value, library, maximize, results, parts, outputs
+            )
+            return value
 
         return objective
+
+    def _keep(
+        self,
+        experiment_id: str,
+        number: int,
+        value: float,
+        library: ModelType,
+        maximize: bool,
+        results: list[FitResult],
+        parts: list[PreparedData],
+        outputs: list[np.ndarray],
+    ) -> None:
+        """Keep this trial's model if it is the best this worker has run."""
+        kept = self._kept.get(experiment_id)
+        if kept is not None and (value <= kept.value if maximize else value >= kept.value):
+            return
+        prepared = parts[len(results) - 1]
+        y_valid, output = prepared.y_valid, None
+        if outputs and len(outputs) == len(results):  # out-of-fold predictions, every fold
+            y_valid = np.concatenate([p.y_valid for p in parts[: len(results)]])  # type: ignore[misc]
+            output = np.concatenate(outputs)
+        elif prepared.x_valid is not None:
+            output = results[-1].model.predict_output(prepared.x_valid)
+        self._kept[experiment_id] = KeptModel(
+            number, value, library, results[-1], prepared, y_valid, output
+        )
 
     def _recorder(
         self, experiment: Experiment, on_trial: Callable[[TrialRecord], None] | None
@@ -733,7 +959,8 @@ class StudyRunner:
         return study.best_trial
 
     def refit(self, experiment: Experiment, best: FrozenTrial) -> RefitResult:
-        """The best trial's model, refit on train, evaluated, saved as a bundle.
+        """The best trial's final model (see ``arbor_ml.automl``: ``all``, ``train`` or the
+        trial's own model), its decision threshold, evaluated and saved as a bundle.
 
         A bundle already saved under the experiment's prefix (an earlier attempt that died
         before registering) is loaded and reused, so a retried registration points at the
@@ -746,42 +973,60 @@ class StudyRunner:
             bundle = load_bundle(self.store, prefix)
             ref = existing_ref(self.store, prefix)
             meta = bundle.metadata
+            extra = dict(meta.get("extra") or {})
             return RefitResult(
                 bundle=bundle,
                 ref=ref,
                 best_trial=best,
                 metrics=_finite_metrics(meta.get("metrics") or {})
-                | _finite_metrics(meta.get("extra", {}).get("test_metrics") or {}, "test_"),
+                | _finite_metrics(extra.get("test_metrics") or {}, "test_")
+                | _finite_metrics(extra.get("serving") or {}),
                 params=dict(meta.get("params") or params),
                 model_type=library,
                 training_rows=int(meta.get("training_rows") or 0),
                 reused=True,
+                final_fit=str(extra.get("final_fit") or ""),
+                final_iterations=int(meta.get("iterations") or 0),
             )
+        started = time.monotonic()
         data = self.data(experiment)
-        prepared = data.prepared(library)
         trainer = trainers_for(spec)[library]
         attrs = best.user_attrs.get(ATTR) or {}
-        best_iteration = attrs.get("best_iteration")
-        iterations = int(best_iteration) + 1 if best_iteration is not None else max_iterations(spec)
-        result = trainer.fit(
-            prepared,
-            params,
-            FitSettings(
-                iterations=max(1, iterations),
-                early_stopping_rounds=None,
-                seed=spec.study.seed % SEED_MODULUS,
-                threads=spec.study.threads,
-                device=spec.study.device,
-            ),
+        kept = self._kept.get(experiment.id)
+        if kept is not None and kept.number != best.number:
+            kept = None
+        choice = choose_final_fit(
+            parse_final_fit(spec.study.final_fit),
+            remaining_s=self.clock(experiment).remaining(),
+            estimate_all_s=self._final_estimate(spec, best, data),
+            have_trial_model=kept is not None,
         )
+        best_iterations = attrs.get("best_iterations") or [attrs.get("best_iteration")]
+        if choice is FinalFit.TRIAL:
+            assert kept is not None
+            result, prepared = kept.result, kept.prepared
+        else:
+            prepared = (
+                data.prepared_all(library) if choice is FinalFit.ALL else data.prepared(library)
+            )
+            rounds = refit_iterations(
+                best_iterations,
+                fit_rows=int(attrs.get("fit_rows") or data.fit_rows()),
+                refit_rows=prepared.train_rows,
+                max_iterations=max_iterations(spec),
+            )
+            settings = replace(fit_settings(spec), iterations=rounds, early_stopping_rounds=None)
+            result = trainer.fit(prepared, params, settings)
         post = spec.postprocessing
         options = post.ml_options()
-        if post.threshold_objective and spec.task_type is TaskType.BINARY:
-            assert prepared.x_valid is not None and prepared.y_valid is not None
-            proba = result.model.predict_output(prepared.x_valid)
-            options["threshold"] = tune_threshold(
-                prepared.y_valid, np.asarray(proba)[:, 1], post.threshold_objective
-            )
+        y_valid, output = self._validation_predictions(kept, result, data, library, choice)
+        tuning: dict[str, Any] | None = None
+        if post.threshold_objective and spec.task_type is TaskType.BINARY and output is not None:
+            assert y_valid is not None
+            tuned = tune_threshold(y_valid, np.asarray(output)[:, 1], post.threshold_objective)
+            options["threshold"] = tuned.threshold
+            tuning = tuned.to_dict()
+        threshold = float(options.get("threshold", 0.5))
         bundle = build_bundle(
             prepared,
             result,
@@ -789,11 +1034,30 @@ class StudyRunner:
             extra_metadata={
                 "experiment": experiment.name,
                 "best_trial_number": best.number,
+                "best_trial_value": best.value,
                 "split": spec.split,
                 "split_content_hash": spec.split_content_hash,
                 "optuna_version": optuna.__version__,
+                "final_fit": choice.value,
+                "cv_folds": spec.study.cv_folds,
+                "threshold_tuning": tuning,
             },
         )
+        # Validation metrics of the model as the study scored it: the best trial's (mean over
+        # folds), with the tuned threshold where predictions are at hand. A model refit on
+        # train + validation has no unseen validation rows left to score.
+        validation = dict(attrs.get("metrics") or {})
+        if spec.task_type.is_classification and y_valid is not None and output is not None:
+            validation = M.evaluate(spec.task_type, y_valid, output, threshold=threshold)
+        if choice is FinalFit.TRAIN and not spec.study.cv_folds:
+            validation = dict(bundle.metadata.get("metrics") or validation)
+        bundle.metadata["metrics"] = {
+            k: (v if isinstance(v, int | float) and math.isfinite(v) else None)
+            for k, v in validation.items()
+        }
+        sample = prepared.x_valid if prepared.x_valid is not None else prepared.x_train
+        serving = {LATENCY_METRIC: predict_ms_per_1k_rows(result.model, sample)}
+        bundle.metadata["extra"]["serving"] = serving
         test_metrics = self._test_metrics(bundle, data, prepared)
         bundle.metadata["extra"]["test_metrics"] = {
             k: (v if math.isfinite(v) else None) for k, v in test_metrics.items()
@@ -801,6 +1065,16 @@ class StudyRunner:
         ref = save_bundle(bundle, self.store, prefix)
         metrics = _finite_metrics(bundle.metadata.get("metrics") or {})
         metrics |= _finite_metrics(test_metrics, "test_")
+        metrics |= _finite_metrics(serving)
+        log.info(
+            "final fit %s of trial %d (%s): %d rounds in %.1fs",
+            choice.value,
+            best.number,
+            library.value,
+            result.iterations,
+            time.monotonic() - started,
+            extra={"experiment_id": experiment.id, "final_fit": choice.value},
+        )
         return RefitResult(
             bundle=bundle,
             ref=ref,
@@ -809,7 +1083,63 @@ class StudyRunner:
             params=dict(params),
             model_type=library,
             training_rows=prepared.train_rows,
+            final_fit=choice.value,
+            final_iterations=int(bundle.metadata.get("iterations") or result.iterations),
         )
+
+    @staticmethod
+    def _validation_predictions(
+        kept: KeptModel | None,
+        result: FitResult,
+        data: StudyData,
+        library: ModelType,
+        choice: FinalFit,
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Labels and model outputs on rows the final model's trial did not train on: the kept
+        trial's validation (out-of-fold with cross-validation) predictions; else the final
+        model's on the validation part (optimistic after an ``all`` fit: it saw them)."""
+        if kept is not None and kept.output_valid is not None:
+            return kept.y_valid, kept.output_valid
+        if not data.spec.task_type.is_classification:
+            return None, None
+        prepared = data.prepared(library)
+        if prepared.x_valid is None:
+            return None, None
+        if choice is FinalFit.ALL:
+            log.warning("tuning the threshold on validation rows the final model was fit on")
+        return prepared.y_valid, result.model.predict_output(prepared.x_valid)
+
+    def summary(self, experiment: Experiment, refit: RefitResult) -> dict[str, Any]:
+        """The StudySummary of a finished study, as stored with the experiment."""
+        study = optuna.load_study(study_name=experiment.id, storage=self.storage)
+        records = [
+            (t, r)
+            for t in study.get_trials(deepcopy=False)
+            if (r := trial_record(experiment.id, t)) is not None
+        ]
+        states = [r.state for _, r in records]
+        ends = [t.datetime_complete for t, _ in records if t.datetime_complete is not None]
+        now = utcnow()
+        started = experiment.start_time or experiment.create_time
+        trials_end = max(ends).astimezone() if ends else now
+        best = refit.best_trial
+        return {
+            "trials_complete": states.count(TrialState.COMPLETE),
+            "trials_pruned": states.count(TrialState.PRUNED),
+            "trials_failed": states.count(TrialState.FAILED),
+            "trials_stopped_by_budget": sum(
+                1 for t, _ in records if (t.user_attrs.get(ATTR) or {}).get("stopped_by_budget")
+            ),
+            "best_trial_number": best.number,
+            "best_value": best.value,
+            "best_model_type": refit.model_type.value,
+            "total_seconds": (now - started).total_seconds(),
+            "trials_seconds": max(0.0, (trials_end - started).total_seconds()),
+            "final_seconds": max(0.0, (now - trials_end).total_seconds()),
+            "final_fit": refit.final_fit,
+            "final_iterations": refit.final_iterations,
+            "cv_folds": experiment.spec.study.cv_folds,
+        }
 
     def _test_metrics(
         self, bundle: ModelBundle, data: StudyData, prepared: PreparedData
@@ -878,37 +1208,15 @@ def _finite_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, f
     }
 
 
-def tune_threshold(y: np.ndarray, p1: np.ndarray, objective: str) -> float:
-    """The decision threshold on validation that maximises ``objective``.
-
-    ``f1`` / ``accuracy``: their maximum over every distinct score. ``precision@recall=R``:
-    the highest precision among thresholds whose recall is at least R.
-    """
-    y = np.asarray(y).astype(np.int64)
-    p1 = np.asarray(p1, dtype=np.float64)
-    candidates = np.unique(np.clip(p1, 1e-6, 1 - 1e-6))
-    if candidates.size == 0:
-        return 0.5
-    min_recall = None
-    if objective.startswith("precision@recall="):
-        min_recall = float(objective.split("=", 1)[1])
-    best_threshold, best_score = 0.5, -math.inf
-    positives = max(int(y.sum()), 1)
-    for threshold in candidates:
-        pred = (p1 >= threshold).astype(np.int64)
-        tp = int(((pred == 1) & (y == 1)).sum())
-        fp = int(((pred == 1) & (y == 0)).sum())
-        if min_recall is not None:
-            if tp / positives < min_recall:
-                continue
-            score = tp / (tp + fp) if tp + fp else 0.0
-        elif objective == "accuracy":
-            score = float((pred == y).mean())
-        else:
-            score = M.f1(y, pred)
-        if score > best_score:
-            best_threshold, best_score = float(threshold), score
-    return best_threshold
+def _mean_metrics(per_fold: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric's mean over the folds (NaN ignored; NaN when every fold has NaN)."""
+    names = [k for k in per_fold[0]] if per_fold else []
+    out: dict[str, float] = {}
+    for name in names:
+        values = [m.get(name, math.nan) for m in per_fold]
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        out[name] = float(sum(finite) / len(finite)) if finite else math.nan
+    return out
 
 
 # --------------------------------------------------------------------------- records and events
@@ -952,6 +1260,10 @@ def trial_record(experiment_id: str, trial: FrozenTrial) -> TrialRecord | None:
         best_iteration=attrs.get("best_iteration"),
         fit_seconds=attrs.get("fit_seconds"),
         worker=str(attrs.get("worker") or ""),
+        fold_values=[float(v) if v is not None else math.nan for v in folds]
+        if len(folds := attrs.get("fold_values") or ()) > 1
+        else [],
+        predict_ms_per_1k_rows=attrs.get("predict_ms_per_1k_rows"),
     )
 
 

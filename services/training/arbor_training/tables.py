@@ -57,6 +57,8 @@ experiments = sa.Table(
     sa.Column("start_time", UtcDateTime(), nullable=True),
     sa.Column("end_time", UtcDateTime(), nullable=True),
     sa.Column("delete_time", UtcDateTime(), nullable=True),
+    # StudySummary as JSON once the experiment is final (migration 0002); NULL before.
+    sa.Column("summary", _JSON, nullable=True),
     sa.CheckConstraint(f"state IN {STATES!r}", name="state"),
     sa.Index("ix_experiments_create_time_id", "create_time", "id"),
     sa.Index("ix_experiments_state", "state"),
@@ -89,6 +91,10 @@ experiment_trials = sa.Table(
     sa.Column("best_iteration", sa.Integer(), nullable=True),
     sa.Column("worker", sa.String(128), nullable=False, server_default=""),
     sa.Column("create_time", UtcDateTime(), nullable=False),
+    # Per-fold values with cross-validation, [] without (migration 0002).
+    sa.Column("fold_values", _JSON, nullable=True),
+    # The trial model's prediction latency on 1,000 validation rows (migration 0002).
+    sa.Column("predict_ms_per_1k_rows", sa.Float(), nullable=True),
     sa.CheckConstraint(f"state IN {TRIAL_STATES!r}", name="state"),
     sa.Index("ix_experiment_trials_experiment_id_value", "experiment_id", "value"),
 )

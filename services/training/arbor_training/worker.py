@@ -61,7 +61,7 @@ from arbor_training.domain import (
     TrialState,
     parse_experiment_name,
 )
-from arbor_training.repository import TrainingRepository
+from arbor_training.repository import FinalizerLeaseLost, TrainingRepository
 from arbor_training.server import migrate
 from arbor_training.study import Outcome, RefitResult, StudyRunner, StudySettings
 from arbor_training.tables import outbox
@@ -198,6 +198,7 @@ class Worker:
         attempt = int(message.metadata.num_delivered)
         keepalive = asyncio.create_task(self._keep_alive(message))
         self.current = ident
+        final: bool | None  # None: the job is no longer this worker's (neither ack nor nak)
         try:
             # The job carries the trace of the CreateExperiment call: continue it, so the
             # registration below (RegisterModelVersion) joins that trace.
@@ -213,6 +214,11 @@ class Worker:
         except Transient as err:
             log.warning("job for %s will be retried: %s", ident, err)
             final = False
+        except FinalizerLeaseLost as err:
+            # This worker stalled past its lease and another one finalizes now: its late
+            # write was refused, and the job (redelivered to the new holder) is not ours.
+            log.warning("job for %s left to the new finalizer: %s", ident, err.message)
+            final = None
         except Exception:
             log.exception("job for %s failed unexpectedly; it will be retried", ident)
             final = False
@@ -225,7 +231,7 @@ class Worker:
             if final:
                 await message.ack()
                 self.jobs_done += 1
-            else:
+            elif final is not None:
                 await message.nak(delay=self.config.retry_delay)
 
     async def _keep_alive(self, message: Any) -> None:
@@ -277,12 +283,17 @@ class Worker:
             raise Transient("the worker is shutting down")
         return await self.conclude(ident, outcome)
 
-    async def _fail_or_retry(self, ident: str, err: ArborError) -> bool:
+    async def _fail_or_retry(
+        self, ident: str, err: ArborError, finalizer: str | None = None
+    ) -> bool:
         if isinstance(err, Unavailable):
             raise Transient(str(err)) from err
         await run_db(
             lambda: self.experiments.finish(
-                ident, ExperimentState.FAILED, error_message=f"{err.reason}: {err.message}"
+                ident,
+                ExperimentState.FAILED,
+                error_message=f"{err.reason}: {err.message}",
+                finalizer=finalizer,
             )
         )
         return True
@@ -314,7 +325,9 @@ class Worker:
             return await self.finalize(experiment)
 
     async def finalize(self, experiment: Experiment) -> bool:
+        """Refit, register, finish: the final write is fenced by this worker's lease."""
         ident = experiment.id
+        me = self.worker_id
         renew = asyncio.create_task(self._renew_lease(ident))
         try:
             await asyncio.to_thread(self.runner.reconcile, experiment)
@@ -323,24 +336,27 @@ class Worker:
                 reason = await run_db(self._no_trial_reason, ident)
                 await run_db(
                     lambda: self.experiments.finish(
-                        ident, ExperimentState.FAILED, error_message=reason
+                        ident, ExperimentState.FAILED, error_message=reason, finalizer=me
                     )
                 )
                 return True
             try:
                 refit = await asyncio.to_thread(self.runner.refit, experiment, best)
             except ArborError as err:
-                return await self._fail_or_retry(ident, err)
+                return await self._fail_or_retry(ident, err, me)
             try:
                 model_version = await self.register(experiment, refit)
             except ArborError as err:
-                return await self._fail_or_retry(ident, err)
+                return await self._fail_or_retry(ident, err, me)
+            summary = await asyncio.to_thread(self.runner.summary, experiment, refit)
             await run_db(
                 lambda: self.experiments.finish(
                     ident,
                     ExperimentState.SUCCEEDED,
                     model_version=model_version,
                     metrics=refit.metrics,
+                    summary=summary,
+                    finalizer=me,
                 )
             )
             log.info(

@@ -26,7 +26,7 @@ from arbor.common.v1 import common_pb2 as arbor_dot_common_dot_v1_dot_common__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61rbor/events/v1/events.proto\x12\x0f\x61rbor.events.v1\x1a\x1c\x61rbor/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x07\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x14\n\x0ctrace_parent\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x36\n\rsplit_created\x18\n \x01(\x0b\x32\x1d.arbor.events.v1.SplitCreatedH\x00\x12\x36\n\rsplit_deleted\x18\x0b \x01(\x0b\x32\x1d.arbor.events.v1.SplitDeletedH\x00\x12>\n\x11\x65xperiment_queued\x18\x14 \x01(\x0b\x32!.arbor.events.v1.ExperimentQueuedH\x00\x12@\n\x12\x65xperiment_started\x18\x15 \x01(\x0b\x32\".arbor.events.v1.ExperimentStartedH\x00\x12:\n\x0ftrial_completed\x18\x16 \x01(\x0b\x32\x1f.arbor.events.v1.TrialCompletedH\x00\x12\x44\n\x14\x65xperiment_succeeded\x18\x17 \x01(\x0b\x32$.arbor.events.v1.ExperimentSucceededH\x00\x12>\n\x11\x65xperiment_failed\x18\x18 \x01(\x0b\x32!.arbor.events.v1.ExperimentFailedH\x00\x12\x44\n\x14\x65xperiment_cancelled\x18\x19 \x01(\x0b\x32$.arbor.events.v1.ExperimentCancelledH\x00\x12<\n\x10model_registered\x18\x1e \x01(\x0b\x32 .arbor.events.v1.ModelRegisteredH\x00\x12\x38\n\x0emodel_promoted\x18\x1f \x01(\x0b\x32\x1e.arbor.events.v1.ModelPromotedH\x00\x12=\n\x11model_alias_moved\x18  \x01(\x0b\x32 .arbor.events.v1.ModelAliasMovedH\x00\x12\x38\n\x0emodel_archived\x18! \x01(\x0b\x32\x1e.arbor.events.v1.ModelArchivedH\x00\x12\x36\n\rmodel_deleted\x18\" \x01(\x0b\x32\x1d.arbor.events.v1.ModelDeletedH\x00\x42\t\n\x07payload\"\xd5\x01\n\x0cSplitCreated\x12\r\n\x05split\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x02 \x01(\t\x12@\n\nrow_counts\x18\x03 \x03(\x0b\x32,.arbor.events.v1.SplitCreated.RowCountsEntry\x12,\n\ttask_type\x18\x04 \x01(\x0e\x32\x19.arbor.common.v1.TaskType\x1a\x30\n\x0eRowCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"-\n\x0cSplitDeleted\x12\r\n\x05split\x18\x01 \x01(\t\x12\x0e\n\x06purged\x18\x02 \x01(\x08\"e\n\x10\x45xperimentQueued\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\r\n\x05split\x18\x02 \x01(\t\x12.\n\nmodel_type\x18\x03 \x01(\x0e\x32\x1a.arbor.common.v1.ModelType\"H\n\x11\x45xperimentStarted\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"\x80\x01\n\x0eTrialCompleted\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\x05\x12\r\n\x05state\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\x01\x12\x12\n\nbest_value\x18\x05 \x01(\x01\x12\x18\n\x10trials_completed\x18\x06 \x01(\x05\"\xc8\x01\n\x13\x45xperimentSucceeded\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nbest_value\x18\x03 \x01(\x01\x12\x42\n\x07metrics\x18\x04 \x03(\x0b\x32\x31.arbor.events.v1.ExperimentSucceeded.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"=\n\x10\x45xperimentFailed\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x15\n\rerror_message\x18\x02 \x01(\t\"C\n\x13\x45xperimentCancelled\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x18\n\x10trials_completed\x18\x02 \x01(\x05\"\\\n\x0fModelRegistered\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x12\n\nexperiment\x18\x04 \x01(\t\"\xcb\x01\n\rModelPromoted\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12.\n\told_stage\x18\x04 \x01(\x0e\x32\x1b.arbor.common.v1.ModelStage\x12.\n\tnew_stage\x18\x05 \x01(\x0e\x32\x1b.arbor.common.v1.ModelStage\x12#\n\x1bprevious_production_version\x18\x06 \x01(\x03\"Y\n\x0fModelAliasMoved\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x13\n\x0bold_version\x18\x03 \x01(\x03\x12\x13\n\x0bnew_version\x18\x04 \x01(\x03\"v\n\rModelArchived\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12.\n\told_stage\x18\x04 \x01(\x0e\x32\x1b.arbor.common.v1.ModelStage\"\x85\x01\n\x0cModelDeleted\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12.\n\told_stage\x18\x04 \x01(\x0e\x32\x1b.arbor.common.v1.ModelStage\x12\x0e\n\x06purged\x18\x05 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61rbor/events/v1/events.proto\x12\x0f\x61rbor.events.v1\x1a\x1c\x61rbor/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x08\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x14\n\x0ctrace_parent\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x36\n\rsplit_created\x18\n \x01(\x0b\x32\x1d.arbor.events.v1.SplitCreatedH\x00\x12\x36\n\rsplit_deleted\x18\x0b \x01(\x0b\x32\x1d.arbor.events.v1.SplitDeletedH\x00\x12>\n\x11\x65xperiment_queued\x18\x14 \x01(\x0b\x32!.arbor.events.v1.ExperimentQueuedH\x00\x12@\n\x12\x65xperiment_started\x18\x15 \x01(\x0b\x32\".arbor.events.v1.ExperimentStartedH\x00\x12:\n\x0ftrial_completed\x18\x16 \x01(\x0b\x32\x1f.arbor.events.v1.TrialCompletedH\x00\x12\x44\n\x14\x65xperiment_succeeded\x18\x17 \x01(\x0b\x32$.arbor.events.v1.ExperimentSucceededH\x00\x12>\n\x11\x65xperiment_failed\x18\x18 \x01(\x0b\x32!.arbor.events.v1.ExperimentFailedH\x00\x12\x44\n\x14\x65xperiment_cancelled\x18\x19 \x01(\x0b\x32$.arbor.events.v1.ExperimentCancelledH\x00\x12<\n\x10model_registered\x18\x1e \x01(\x0b\x32 .arbor.events.v1.ModelRegisteredH\x00\x12\x38\n\x0emodel_promoted\x18\x1f \x01(\x0b\x32\x1e.arbor.events.v1.ModelPromotedH\x00\x12=\n\x11model_alias_moved\x18  \x01(\x0b\x32 .arbor.events.v1.ModelAliasMovedH\x00\x12\x38\n\x0emodel_archived\x18! \x01(\x0b\x32\x1e.arbor.events.v1.ModelArchivedH\x00\x12\x36\n\rmodel_deleted\x18\" \x01(\x0b\x32\x1d.arbor.events.v1.ModelDeletedH\x00\x12>\n\x11promotion_decided\x18# \x01(\x0b\x32!.arbor.events.v1.PromotionDecidedH\x00\x42\t\n\x07payload\"\xd5\x01\n\x0cSplitCreated\x12\r\n\x05split\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x02 \x01(\t\x12@\n\nrow_counts\x18\x03 \x03(\x0b\x32,.arbor.events.v1.SplitCreated.RowCountsEntry\x12,\n\ttask_type\x18\x04 \x01(\x0e\x32\x19.arbor.common.v1.TaskType\x1a\x30\n\x0eRowCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"-\n\x0cSplitDeleted\x12\r\n\x05split\x18\x01 \x01(\t\x12\x0e\n\x06purged\x18\x02 \x01(\x08\"e\n\x10\x45xperimentQueued\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\r\n\x05split\x18\x02 \x01(\t\x12.\n\nmodel_type\x18\x03 \x01(\x0e\x32\x1a.arbor.common.v1.ModelType\"H\n\x11\x45xperimentStarted\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"\x80\x01\n\x0eTrialCompleted\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\x05\x12\r\n\x05state\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\x01\x12\x12\n\nbest_value\x18\x05 \x01(\x01\x12\x18\n\x10trials_completed\x18\x06 \x01(\x05\"\xc8\x01\n\x13\x45xperimentSucceeded\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nbest_value\x18\x03 \x01(\x01\x12\x42\n\x07metrics\x18\x04 \x03(\x0b\x32\x31.arbor.events.v1.ExperimentSucceeded.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"=\n\x10\x45xperimentFailed\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x15\n\rerror_message\x18\x02 \x01(\t\"C\n\x13\x45xperimentCancelled\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x18\n\x10trials_completed\x18\x02 \x01(\x05\"\\\n\x0fModelRegistered\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x12\n\nexperiment\x18\x04 \x01(\t\"\xcb\x01\n\rModelPromoted\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12.\n\told_stage\x18\x04 \x01(\x0e\x32\x1b.arbor.common.v1.ModelStage\x12.\n\tnew_stage\x18\x05 \x01(\x0e\x32\x1b.arbor.common.v1.ModelStage\x12#\n\x1bprevious_production_version\x18\x06 \x01(\x03\"Y\n\x0fModelAliasMoved\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x13\n\x0bold_version\x18\x03 \x01(\x03\x12\x13\n\x0bnew_version\x18\x04 \x01(\x03\"v\n\rModelArchived\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12.\n\told_stage\x18\x04 \x01(\x0e\x32\x1b.arbor.common.v1.ModelStage\"\x85\x01\n\x0cModelDeleted\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12.\n\told_stage\x18\x04 \x01(\x0e\x32\x1b.arbor.common.v1.ModelStage\x12\x0e\n\x06purged\x18\x05 \x01(\x08\"\xb3\x02\n\x10PromotionDecided\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x19\n\x11incumbent_version\x18\x05 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x06 \x01(\x08\x12\x10\n\x08\x62ypassed\x18\x07 \x01(\x08\x12\x0e\n\x06metric\x18\x08 \x01(\t\x12\x17\n\x0f\x63\x61ndidate_value\x18\t \x01(\x01\x12\x17\n\x0fincumbent_value\x18\n \x01(\x01\x12\x16\n\x0erequired_value\x18\x0b \x01(\x01\x12\x19\n\x11\x63\x61ndidate_latency\x18\x0c \x01(\x01\x12\x13\n\x0bmax_latency\x18\r \x01(\x01\x12\x0f\n\x07reasons\x18\x0e \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,35 +38,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXPERIMENTSUCCEEDED_METRICSENTRY']._loaded_options = None
   _globals['_EXPERIMENTSUCCEEDED_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_EVENT']._serialized_start=113
-  _globals['_EVENT']._serialized_end=1083
-  _globals['_SPLITCREATED']._serialized_start=1086
-  _globals['_SPLITCREATED']._serialized_end=1299
-  _globals['_SPLITCREATED_ROWCOUNTSENTRY']._serialized_start=1251
-  _globals['_SPLITCREATED_ROWCOUNTSENTRY']._serialized_end=1299
-  _globals['_SPLITDELETED']._serialized_start=1301
-  _globals['_SPLITDELETED']._serialized_end=1346
-  _globals['_EXPERIMENTQUEUED']._serialized_start=1348
-  _globals['_EXPERIMENTQUEUED']._serialized_end=1449
-  _globals['_EXPERIMENTSTARTED']._serialized_start=1451
-  _globals['_EXPERIMENTSTARTED']._serialized_end=1523
-  _globals['_TRIALCOMPLETED']._serialized_start=1526
-  _globals['_TRIALCOMPLETED']._serialized_end=1654
-  _globals['_EXPERIMENTSUCCEEDED']._serialized_start=1657
-  _globals['_EXPERIMENTSUCCEEDED']._serialized_end=1857
-  _globals['_EXPERIMENTSUCCEEDED_METRICSENTRY']._serialized_start=1811
-  _globals['_EXPERIMENTSUCCEEDED_METRICSENTRY']._serialized_end=1857
-  _globals['_EXPERIMENTFAILED']._serialized_start=1859
-  _globals['_EXPERIMENTFAILED']._serialized_end=1920
-  _globals['_EXPERIMENTCANCELLED']._serialized_start=1922
-  _globals['_EXPERIMENTCANCELLED']._serialized_end=1989
-  _globals['_MODELREGISTERED']._serialized_start=1991
-  _globals['_MODELREGISTERED']._serialized_end=2083
-  _globals['_MODELPROMOTED']._serialized_start=2086
-  _globals['_MODELPROMOTED']._serialized_end=2289
-  _globals['_MODELALIASMOVED']._serialized_start=2291
-  _globals['_MODELALIASMOVED']._serialized_end=2380
-  _globals['_MODELARCHIVED']._serialized_start=2382
-  _globals['_MODELARCHIVED']._serialized_end=2500
-  _globals['_MODELDELETED']._serialized_start=2503
-  _globals['_MODELDELETED']._serialized_end=2636
+  _globals['_EVENT']._serialized_end=1147
+  _globals['_SPLITCREATED']._serialized_start=1150
+  _globals['_SPLITCREATED']._serialized_end=1363
+  _globals['_SPLITCREATED_ROWCOUNTSENTRY']._serialized_start=1315
+  _globals['_SPLITCREATED_ROWCOUNTSENTRY']._serialized_end=1363
+  _globals['_SPLITDELETED']._serialized_start=1365
+  _globals['_SPLITDELETED']._serialized_end=1410
+  _globals['_EXPERIMENTQUEUED']._serialized_start=1412
+  _globals['_EXPERIMENTQUEUED']._serialized_end=1513
+  _globals['_EXPERIMENTSTARTED']._serialized_start=1515
+  _globals['_EXPERIMENTSTARTED']._serialized_end=1587
+  _globals['_TRIALCOMPLETED']._serialized_start=1590
+  _globals['_TRIALCOMPLETED']._serialized_end=1718
+  _globals['_EXPERIMENTSUCCEEDED']._serialized_start=1721
+  _globals['_EXPERIMENTSUCCEEDED']._serialized_end=1921
+  _globals['_EXPERIMENTSUCCEEDED_METRICSENTRY']._serialized_start=1875
+  _globals['_EXPERIMENTSUCCEEDED_METRICSENTRY']._serialized_end=1921
+  _globals['_EXPERIMENTFAILED']._serialized_start=1923
+  _globals['_EXPERIMENTFAILED']._serialized_end=1984
+  _globals['_EXPERIMENTCANCELLED']._serialized_start=1986
+  _globals['_EXPERIMENTCANCELLED']._serialized_end=2053
+  _globals['_MODELREGISTERED']._serialized_start=2055
+  _globals['_MODELREGISTERED']._serialized_end=2147
+  _globals['_MODELPROMOTED']._serialized_start=2150
+  _globals['_MODELPROMOTED']._serialized_end=2353
+  _globals['_MODELALIASMOVED']._serialized_start=2355
+  _globals['_MODELALIASMOVED']._serialized_end=2444
+  _globals['_MODELARCHIVED']._serialized_start=2446
+  _globals['_MODELARCHIVED']._serialized_end=2564
+  _globals['_MODELDELETED']._serialized_start=2567
+  _globals['_MODELDELETED']._serialized_end=2700
+  _globals['_PROMOTIONDECIDED']._serialized_start=2703
+  _globals['_PROMOTIONDECIDED']._serialized_end=3010
 # @@protoc_insertion_point(module_scope)

@@ -5,13 +5,13 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "type", "time", "source", "subject", "trace_parent", "request_id", "split_created", "split_deleted", "experiment_queued", "experiment_started", "trial_completed", "experiment_succeeded", "experiment_failed", "experiment_cancelled", "model_registered", "model_promoted", "model_alias_moved", "model_archived", "model_deleted")
+    __slots__ = ("event_id", "type", "time", "source", "subject", "trace_parent", "request_id", "split_created", "split_deleted", "experiment_queued", "experiment_started", "trial_completed", "experiment_succeeded", "experiment_failed", "experiment_cancelled", "model_registered", "model_promoted", "model_alias_moved", "model_archived", "model_deleted", "promotion_decided")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class Event(_message.Message):
     MODEL_ALIAS_MOVED_FIELD_NUMBER: _ClassVar[int]
     MODEL_ARCHIVED_FIELD_NUMBER: _ClassVar[int]
     MODEL_DELETED_FIELD_NUMBER: _ClassVar[int]
+    PROMOTION_DECIDED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     type: str
     time: _timestamp_pb2.Timestamp
@@ -52,7 +53,8 @@ class Event(_message.Message):
     model_alias_moved: ModelAliasMoved
     model_archived: ModelArchived
     model_deleted: ModelDeleted
-    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., subject: _Optional[str] = ..., trace_parent: _Optional[str] = ..., request_id: _Optional[str] = ..., split_created: _Optional[_Union[SplitCreated, _Mapping]] = ..., split_deleted: _Optional[_Union[SplitDeleted, _Mapping]] = ..., experiment_queued: _Optional[_Union[ExperimentQueued, _Mapping]] = ..., experiment_started: _Optional[_Union[ExperimentStarted, _Mapping]] = ..., trial_completed: _Optional[_Union[TrialCompleted, _Mapping]] = ..., experiment_succeeded: _Optional[_Union[ExperimentSucceeded, _Mapping]] = ..., experiment_failed: _Optional[_Union[ExperimentFailed, _Mapping]] = ..., experiment_cancelled: _Optional[_Union[ExperimentCancelled, _Mapping]] = ..., model_registered: _Optional[_Union[ModelRegistered, _Mapping]] = ..., model_promoted: _Optional[_Union[ModelPromoted, _Mapping]] = ..., model_alias_moved: _Optional[_Union[ModelAliasMoved, _Mapping]] = ..., model_archived: _Optional[_Union[ModelArchived, _Mapping]] = ..., model_deleted: _Optional[_Union[ModelDeleted, _Mapping]] = ...) -> None: ...
+    promotion_decided: PromotionDecided
+    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., subject: _Optional[str] = ..., trace_parent: _Optional[str] = ..., request_id: _Optional[str] = ..., split_created: _Optional[_Union[SplitCreated, _Mapping]] = ..., split_deleted: _Optional[_Union[SplitDeleted, _Mapping]] = ..., experiment_queued: _Optional[_Union[ExperimentQueued, _Mapping]] = ..., experiment_started: _Optional[_Union[ExperimentStarted, _Mapping]] = ..., trial_completed: _Optional[_Union[TrialCompleted, _Mapping]] = ..., experiment_succeeded: _Optional[_Union[ExperimentSucceeded, _Mapping]] = ..., experiment_failed: _Optional[_Union[ExperimentFailed, _Mapping]] = ..., experiment_cancelled: _Optional[_Union[ExperimentCancelled, _Mapping]] = ..., model_registered: _Optional[_Union[ModelRegistered, _Mapping]] = ..., model_promoted: _Optional[_Union[ModelPromoted, _Mapping]] = ..., model_alias_moved: _Optional[_Union[ModelAliasMoved, _Mapping]] = ..., model_archived: _Optional[_Union[ModelArchived, _Mapping]] = ..., model_deleted: _Optional[_Union[ModelDeleted, _Mapping]] = ..., promotion_decided: _Optional[_Union[PromotionDecided, _Mapping]] = ...) -> None: ...
 
 class SplitCreated(_message.Message):
     __slots__ = ("split", "content_hash", "row_counts", "task_type")
@@ -217,3 +219,35 @@ class ModelDeleted(_message.Message):
     old_stage: _common_pb2.ModelStage
     purged: bool
     def __init__(self, model_version: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., old_stage: _Optional[_Union[_common_pb2.ModelStage, str]] = ..., purged: _Optional[bool] = ...) -> None: ...
+
+class PromotionDecided(_message.Message):
+    __slots__ = ("model_version", "model", "version", "target", "incumbent_version", "accepted", "bypassed", "metric", "candidate_value", "incumbent_value", "required_value", "candidate_latency", "max_latency", "reasons")
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    INCUMBENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    BYPASSED_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    INCUMBENT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_LATENCY_FIELD_NUMBER: _ClassVar[int]
+    MAX_LATENCY_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    model_version: str
+    model: str
+    version: int
+    target: str
+    incumbent_version: int
+    accepted: bool
+    bypassed: bool
+    metric: str
+    candidate_value: float
+    incumbent_value: float
+    required_value: float
+    candidate_latency: float
+    max_latency: float
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_version: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., target: _Optional[str] = ..., incumbent_version: _Optional[int] = ..., accepted: _Optional[bool] = ..., bypassed: _Optional[bool] = ..., metric: _Optional[str] = ..., candidate_value: _Optional[float] = ..., incumbent_value: _Optional[float] = ..., required_value: _Optional[float] = ..., candidate_latency: _Optional[float] = ..., max_latency: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -4,6 +4,7 @@ from arbor.common.v1 import common_pb2 as _common_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -11,8 +12,17 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class MetricDirection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    METRIC_DIRECTION_UNSPECIFIED: _ClassVar[MetricDirection]
+    METRIC_DIRECTION_MAXIMIZE: _ClassVar[MetricDirection]
+    METRIC_DIRECTION_MINIMIZE: _ClassVar[MetricDirection]
+METRIC_DIRECTION_UNSPECIFIED: MetricDirection
+METRIC_DIRECTION_MAXIMIZE: MetricDirection
+METRIC_DIRECTION_MINIMIZE: MetricDirection
+
 class Model(_message.Message):
-    __slots__ = ("name", "model", "description", "labels", "latest_version", "production_version", "aliases", "create_time", "update_time", "delete_time")
+    __slots__ = ("name", "model", "description", "labels", "latest_version", "production_version", "aliases", "create_time", "update_time", "delete_time", "promotion_gate")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +47,7 @@ class Model(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     DELETE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PROMOTION_GATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     description: str
@@ -47,7 +58,28 @@ class Model(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     delete_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., description: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., latest_version: _Optional[int] = ..., production_version: _Optional[int] = ..., aliases: _Optional[_Mapping[str, int]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    promotion_gate: PromotionGate
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., description: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., latest_version: _Optional[int] = ..., production_version: _Optional[int] = ..., aliases: _Optional[_Mapping[str, int]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., promotion_gate: _Optional[_Union[PromotionGate, _Mapping]] = ...) -> None: ...
+
+class PromotionGate(_message.Message):
+    __slots__ = ("metric", "direction", "min_improvement", "max_latency", "latency_metric", "allow_different_split", "guarded_aliases", "update_time")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    MIN_IMPROVEMENT_FIELD_NUMBER: _ClassVar[int]
+    MAX_LATENCY_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_METRIC_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_DIFFERENT_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    GUARDED_ALIASES_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    direction: MetricDirection
+    min_improvement: float
+    max_latency: float
+    latency_metric: str
+    allow_different_split: bool
+    guarded_aliases: _containers.RepeatedScalarFieldContainer[str]
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, metric: _Optional[str] = ..., direction: _Optional[_Union[MetricDirection, str]] = ..., min_improvement: _Optional[float] = ..., max_latency: _Optional[float] = ..., latency_metric: _Optional[str] = ..., allow_different_split: _Optional[bool] = ..., guarded_aliases: _Optional[_Iterable[str]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
     __slots__ = ("name", "model", "version", "experiment", "best_trial_number", "split", "split_content_hash", "model_type", "task_type", "metrics", "params", "signature", "artifact_uri", "artifact_checksums", "library_versions", "stage", "aliases", "labels", "description", "create_time", "update_time", "delete_time", "etag", "training_rows")
@@ -249,18 +281,20 @@ class ListModelVersionsResponse(_message.Message):
     def __init__(self, model_versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class PromoteModelRequest(_message.Message):
-    __slots__ = ("name", "stage", "previous_production_stage", "etag", "allow_archived")
+    __slots__ = ("name", "stage", "previous_production_stage", "etag", "allow_archived", "bypass_gate")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_PRODUCTION_STAGE_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     ALLOW_ARCHIVED_FIELD_NUMBER: _ClassVar[int]
+    BYPASS_GATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     stage: _common_pb2.ModelStage
     previous_production_stage: _common_pb2.ModelStage
     etag: str
     allow_archived: bool
-    def __init__(self, name: _Optional[str] = ..., stage: _Optional[_Union[_common_pb2.ModelStage, str]] = ..., previous_production_stage: _Optional[_Union[_common_pb2.ModelStage, str]] = ..., etag: _Optional[str] = ..., allow_archived: _Optional[bool] = ...) -> None: ...
+    bypass_gate: bool
+    def __init__(self, name: _Optional[str] = ..., stage: _Optional[_Union[_common_pb2.ModelStage, str]] = ..., previous_production_stage: _Optional[_Union[_common_pb2.ModelStage, str]] = ..., etag: _Optional[str] = ..., allow_archived: _Optional[bool] = ..., bypass_gate: _Optional[bool] = ...) -> None: ...
 
 class PromoteModelResponse(_message.Message):
     __slots__ = ("model_version", "previous_production")
@@ -271,14 +305,16 @@ class PromoteModelResponse(_message.Message):
     def __init__(self, model_version: _Optional[_Union[ModelVersion, _Mapping]] = ..., previous_production: _Optional[_Union[ModelVersion, _Mapping]] = ...) -> None: ...
 
 class SetAliasRequest(_message.Message):
-    __slots__ = ("model", "alias", "version")
+    __slots__ = ("model", "alias", "version", "bypass_gate")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    BYPASS_GATE_FIELD_NUMBER: _ClassVar[int]
     model: str
     alias: str
     version: int
-    def __init__(self, model: _Optional[str] = ..., alias: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    bypass_gate: bool
+    def __init__(self, model: _Optional[str] = ..., alias: _Optional[str] = ..., version: _Optional[int] = ..., bypass_gate: _Optional[bool] = ...) -> None: ...
 
 class SetAliasResponse(_message.Message):
     __slots__ = ("model_version", "previous_version")
@@ -347,3 +383,17 @@ class ResolveModelResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     model_version: ModelVersion
     def __init__(self, model_version: _Optional[_Union[ModelVersion, _Mapping]] = ...) -> None: ...
+
+class SetPromotionGateRequest(_message.Message):
+    __slots__ = ("model", "gate")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    GATE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    gate: PromotionGate
+    def __init__(self, model: _Optional[str] = ..., gate: _Optional[_Union[PromotionGate, _Mapping]] = ...) -> None: ...
+
+class SetPromotionGateResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...

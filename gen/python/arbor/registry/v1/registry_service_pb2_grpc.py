@@ -90,6 +90,11 @@ class RegistryServiceStub:
                 request_serializer=arbor_dot_registry_dot_v1_dot_registry__service__pb2.ResolveModelRequest.SerializeToString,
                 response_deserializer=arbor_dot_registry_dot_v1_dot_registry__service__pb2.ResolveModelResponse.FromString,
                 _registered_method=True)
+        self.SetPromotionGate = channel.unary_unary(
+                '/arbor.registry.v1.RegistryService/SetPromotionGate',
+                request_serializer=arbor_dot_registry_dot_v1_dot_registry__service__pb2.SetPromotionGateRequest.SerializeToString,
+                response_deserializer=arbor_dot_registry_dot_v1_dot_registry__service__pb2.SetPromotionGateResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -174,6 +179,14 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPromotionGate(self, request, context):
+        """Sets (or, with the gate unset, removes) the promotion gate of a model: the rule a version
+        must pass to become PRODUCTION or take a guarded alias such as "champion".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -231,6 +244,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ResolveModel,
                     request_deserializer=arbor_dot_registry_dot_v1_dot_registry__service__pb2.ResolveModelRequest.FromString,
                     response_serializer=arbor_dot_registry_dot_v1_dot_registry__service__pb2.ResolveModelResponse.SerializeToString,
+            ),
+            'SetPromotionGate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPromotionGate,
+                    request_deserializer=arbor_dot_registry_dot_v1_dot_registry__service__pb2.SetPromotionGateRequest.FromString,
+                    response_serializer=arbor_dot_registry_dot_v1_dot_registry__service__pb2.SetPromotionGateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -531,6 +549,33 @@ class RegistryService:
             '/arbor.registry.v1.RegistryService/ResolveModel',
             arbor_dot_registry_dot_v1_dot_registry__service__pb2.ResolveModelRequest.SerializeToString,
             arbor_dot_registry_dot_v1_dot_registry__service__pb2.ResolveModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPromotionGate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/arbor.registry.v1.RegistryService/SetPromotionGate',
+            arbor_dot_registry_dot_v1_dot_registry__service__pb2.SetPromotionGateRequest.SerializeToString,
+            arbor_dot_registry_dot_v1_dot_registry__service__pb2.SetPromotionGateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -87,7 +87,7 @@ TRIAL_STATE_PRUNED: TrialState
 TRIAL_STATE_FAILED: TrialState
 
 class Experiment(_message.Message):
-    __slots__ = ("name", "experiment_id", "display_name", "description", "labels", "split", "model_type", "task_type", "metric", "direction", "study", "preprocessing", "postprocessing", "model_name", "state", "trials_completed", "trials_pruned", "trials_failed", "best_trial", "model_version", "metrics", "error_message", "create_time", "update_time", "start_time", "end_time", "delete_time", "etag", "target_column")
+    __slots__ = ("name", "experiment_id", "display_name", "description", "labels", "split", "model_type", "task_type", "metric", "direction", "study", "preprocessing", "postprocessing", "model_name", "state", "trials_completed", "trials_pruned", "trials_failed", "best_trial", "model_version", "metrics", "error_message", "create_time", "update_time", "start_time", "end_time", "delete_time", "etag", "target_column", "summary")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +131,7 @@ class Experiment(_message.Message):
     DELETE_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     TARGET_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
     name: str
     experiment_id: str
     display_name: str
@@ -160,10 +161,41 @@ class Experiment(_message.Message):
     delete_time: _timestamp_pb2.Timestamp
     etag: str
     target_column: str
-    def __init__(self, name: _Optional[str] = ..., experiment_id: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., split: _Optional[str] = ..., model_type: _Optional[_Union[_common_pb2.ModelType, str]] = ..., task_type: _Optional[_Union[_common_pb2.TaskType, str]] = ..., metric: _Optional[str] = ..., direction: _Optional[_Union[OptimizationDirection, str]] = ..., study: _Optional[_Union[StudyConfig, _Mapping]] = ..., preprocessing: _Optional[_Union[PreprocessingOptions, _Mapping]] = ..., postprocessing: _Optional[_Union[PostprocessingOptions, _Mapping]] = ..., model_name: _Optional[str] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., trials_completed: _Optional[int] = ..., trials_pruned: _Optional[int] = ..., trials_failed: _Optional[int] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., model_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., error_message: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., target_column: _Optional[str] = ...) -> None: ...
+    summary: StudySummary
+    def __init__(self, name: _Optional[str] = ..., experiment_id: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., split: _Optional[str] = ..., model_type: _Optional[_Union[_common_pb2.ModelType, str]] = ..., task_type: _Optional[_Union[_common_pb2.TaskType, str]] = ..., metric: _Optional[str] = ..., direction: _Optional[_Union[OptimizationDirection, str]] = ..., study: _Optional[_Union[StudyConfig, _Mapping]] = ..., preprocessing: _Optional[_Union[PreprocessingOptions, _Mapping]] = ..., postprocessing: _Optional[_Union[PostprocessingOptions, _Mapping]] = ..., model_name: _Optional[str] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., trials_completed: _Optional[int] = ..., trials_pruned: _Optional[int] = ..., trials_failed: _Optional[int] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., model_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., error_message: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., target_column: _Optional[str] = ..., summary: _Optional[_Union[StudySummary, _Mapping]] = ...) -> None: ...
+
+class StudySummary(_message.Message):
+    __slots__ = ("trials_complete", "trials_pruned", "trials_failed", "best_trial_number", "best_value", "best_model_type", "total_time", "trials_time", "final_time", "final_fit", "final_iterations", "trials_stopped_by_budget", "cv_folds")
+    TRIALS_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_PRUNED_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    BEST_TRIAL_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    BEST_VALUE_FIELD_NUMBER: _ClassVar[int]
+    BEST_MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_TIME_FIELD_NUMBER: _ClassVar[int]
+    FINAL_TIME_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIT_FIELD_NUMBER: _ClassVar[int]
+    FINAL_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_STOPPED_BY_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    CV_FOLDS_FIELD_NUMBER: _ClassVar[int]
+    trials_complete: int
+    trials_pruned: int
+    trials_failed: int
+    best_trial_number: int
+    best_value: float
+    best_model_type: _common_pb2.ModelType
+    total_time: _duration_pb2.Duration
+    trials_time: _duration_pb2.Duration
+    final_time: _duration_pb2.Duration
+    final_fit: str
+    final_iterations: int
+    trials_stopped_by_budget: int
+    cv_folds: int
+    def __init__(self, trials_complete: _Optional[int] = ..., trials_pruned: _Optional[int] = ..., trials_failed: _Optional[int] = ..., best_trial_number: _Optional[int] = ..., best_value: _Optional[float] = ..., best_model_type: _Optional[_Union[_common_pb2.ModelType, str]] = ..., total_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., trials_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., final_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., final_fit: _Optional[str] = ..., final_iterations: _Optional[int] = ..., trials_stopped_by_budget: _Optional[int] = ..., cv_folds: _Optional[int] = ...) -> None: ...
 
 class StudyConfig(_message.Message):
-    __slots__ = ("n_trials", "timeout", "sampler", "pruner", "seed", "search_space", "early_stopping_rounds", "cv_folds", "threads", "device", "parallelism", "max_iterations")
+    __slots__ = ("n_trials", "timeout", "sampler", "pruner", "seed", "search_space", "early_stopping_rounds", "cv_folds", "threads", "device", "parallelism", "max_iterations", "final_fit")
     class SearchSpaceEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +215,7 @@ class StudyConfig(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     PARALLELISM_FIELD_NUMBER: _ClassVar[int]
     MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIT_FIELD_NUMBER: _ClassVar[int]
     n_trials: int
     timeout: _duration_pb2.Duration
     sampler: Sampler
@@ -195,7 +228,8 @@ class StudyConfig(_message.Message):
     device: str
     parallelism: int
     max_iterations: int
-    def __init__(self, n_trials: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sampler: _Optional[_Union[Sampler, str]] = ..., pruner: _Optional[_Union[Pruner, str]] = ..., seed: _Optional[int] = ..., search_space: _Optional[_Mapping[str, ParamRange]] = ..., early_stopping_rounds: _Optional[int] = ..., cv_folds: _Optional[int] = ..., threads: _Optional[int] = ..., device: _Optional[str] = ..., parallelism: _Optional[int] = ..., max_iterations: _Optional[int] = ...) -> None: ...
+    final_fit: str
+    def __init__(self, n_trials: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sampler: _Optional[_Union[Sampler, str]] = ..., pruner: _Optional[_Union[Pruner, str]] = ..., seed: _Optional[int] = ..., search_space: _Optional[_Mapping[str, ParamRange]] = ..., early_stopping_rounds: _Optional[int] = ..., cv_folds: _Optional[int] = ..., threads: _Optional[int] = ..., device: _Optional[str] = ..., parallelism: _Optional[int] = ..., max_iterations: _Optional[int] = ..., final_fit: _Optional[str] = ...) -> None: ...
 
 class ParamRange(_message.Message):
     __slots__ = ("float_range", "int_range", "choices")
@@ -268,7 +302,7 @@ class PostprocessingOptions(_message.Message):
     def __init__(self, decision_threshold: _Optional[float] = ..., threshold_objective: _Optional[str] = ..., clip_min: _Optional[float] = ..., clip_max: _Optional[float] = ..., round_digits: _Optional[int] = ..., scale: _Optional[float] = ..., offset: _Optional[float] = ..., log_target: _Optional[bool] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("name", "number", "state", "value", "params", "intermediate_values", "start_time", "end_time", "duration", "model_type", "fold_values", "error_message", "best_iteration")
+    __slots__ = ("name", "number", "state", "value", "params", "intermediate_values", "start_time", "end_time", "duration", "model_type", "fold_values", "error_message", "best_iteration", "fit_seconds", "predict_ms_per_1k_rows")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -282,6 +316,8 @@ class Trial(_message.Message):
     FOLD_VALUES_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     BEST_ITERATION_FIELD_NUMBER: _ClassVar[int]
+    FIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PREDICT_MS_PER_1K_ROWS_FIELD_NUMBER: _ClassVar[int]
     name: str
     number: int
     state: TrialState
@@ -295,7 +331,9 @@ class Trial(_message.Message):
     fold_values: _containers.RepeatedScalarFieldContainer[float]
     error_message: str
     best_iteration: int
-    def __init__(self, name: _Optional[str] = ..., number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., value: _Optional[float] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., intermediate_values: _Optional[_Iterable[_Union[IntermediateValue, _Mapping]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model_type: _Optional[_Union[_common_pb2.ModelType, str]] = ..., fold_values: _Optional[_Iterable[float]] = ..., error_message: _Optional[str] = ..., best_iteration: _Optional[int] = ...) -> None: ...
+    fit_seconds: float
+    predict_ms_per_1k_rows: float
+    def __init__(self, name: _Optional[str] = ..., number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., value: _Optional[float] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., intermediate_values: _Optional[_Iterable[_Union[IntermediateValue, _Mapping]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model_type: _Optional[_Union[_common_pb2.ModelType, str]] = ..., fold_values: _Optional[_Iterable[float]] = ..., error_message: _Optional[str] = ..., best_iteration: _Optional[int] = ..., fit_seconds: _Optional[float] = ..., predict_ms_per_1k_rows: _Optional[float] = ...) -> None: ...
 
 class IntermediateValue(_message.Message):
     __slots__ = ("step", "value")

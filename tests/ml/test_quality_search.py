@@ -1,0 +1,172 @@
+"""Study defaults and search spaces: class weights, defaults first, AUTO's order, the final fit,
+the time budget and the latency measured for the leaderboard."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import optuna
+import polars as pl
+import pytest
+
+from arbor_core.errors import InvalidArgument
+from arbor_ml import FitSettings, get_trainer, prepare_data
+from arbor_ml.automl import (
+    MODEL_TYPE_PARAM,
+    FinalFit,
+    TimeBudget,
+    choose_final_fit,
+    estimate_final_seconds,
+    parse_final_fit,
+    refit_iterations,
+    warm_start,
+)
+from arbor_ml.latency import predict_ms_per_1k_rows, sample_rows
+from arbor_ml.trainers.base import SMALL_DATA_ROWS, effective_threads
+from arbor_ml.types import ModelType
+from arbor_ml.weights import class_weights
+
+LIBRARIES = ("catboost", "xgboost", "lightgbm")
+
+
+def _imbalanced(n: int = 400, seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    y = (x[:, 0] + 0.5 * rng.normal(size=n) > 1.6).astype(np.int64)  # ~8% positives
+    return pl.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": y})
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_class_weights_are_part_of_classification_spaces(library: str) -> None:
+    for task in ("binary", "multiclass"):
+        spec = get_trainer(library, task).search_space["class_weight"]
+        assert spec.choices == ("none", "balanced", "sqrt_balanced") and spec.default == "none"
+    assert "class_weight" not in get_trainer(library, "regression").search_space
+
+
+def test_balanced_weights_equalise_the_classes() -> None:
+    y = np.array([0] * 90 + [1] * 10)
+    w = class_weights(y, "balanced")
+    assert w is not None and w.mean() == pytest.approx(1.0)
+    assert w[y == 0].sum() == pytest.approx(w[y == 1].sum())
+    mild = class_weights(y, "sqrt_balanced")
+    assert mild is not None and 1 < mild[y == 1][0] / mild[y == 0][0] < 9
+    assert class_weights(y, "none") is None
+    with pytest.raises(InvalidArgument) as err:
+        class_weights(y, "heavy")
+    assert err.value.violations[0].field == "search_space.class_weight"
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_balanced_weights_raise_the_minority_probability(library: str) -> None:
+    # Labels independent of the features (10% positives): a model can only learn the class
+    # prior, which balanced weights move from 0.1 towards 0.5.
+    rng = np.random.default_rng(1)
+    frame = pl.DataFrame(
+        {"a": rng.random(400), "b": rng.random(400), "y": (rng.random(400) < 0.1).astype(int)}
+    )
+    data = prepare_data(frame.head(300), frame.tail(100), target="y", model_type=library)
+    trainer = get_trainer(library, "binary")
+    settings = FitSettings(iterations=150, early_stopping_rounds=None, threads=1)
+    # Regularised enough not to memorise the noise (a memorised row predicts its own label).
+    smooth = {"xgboost": {"max_depth": 3, "min_child_weight": 20.0},
+              "lightgbm": {"num_leaves": 8, "min_child_samples": 100}}.get(library, {})  # fmt: skip
+    params = {**trainer.default_params(), **smooth}
+    plain = trainer.fit(data, params, settings)
+    weighted = trainer.fit(data, {**params, "class_weight": "balanced"}, settings)
+    assert weighted.params["class_weight"] == "balanced"
+    assert "class_weight" not in weighted.library_params
+    assert data.x_valid is not None
+    p_plain = plain.model.predict_output(data.x_valid)[:, 1].mean()
+    p_weighted = weighted.model.predict_output(data.x_valid)[:, 1].mean()
+    assert p_weighted > 0.25 and p_weighted > 1.5 * p_plain
+
+
+def test_defaults_first_then_portfolio_in_autos_order() -> None:
+    trainers = {m: get_trainer(m, "binary") for m in ModelType}
+    fixed = warm_start(trainers, train_rows=500, auto=True)
+    libraries = [t[MODEL_TYPE_PARAM] for t in fixed]
+    assert libraries[:3] == ["catboost", "lightgbm", "xgboost"]  # the defaults, CatBoost first
+    assert libraries[3:] == ["catboost", "lightgbm", "xgboost"]  # then one portfolio trial each
+    lgbm = trainers[ModelType.LIGHTGBM].default_params()
+    assert {k.removeprefix("lightgbm."): v for k, v in fixed[1].items() if "." in k} == lgbm
+    # Every fixed trial lies inside the study's distributions, so Optuna accepts it as is.
+    study = optuna.create_study(direction="maximize")
+    for params in fixed:
+        study.enqueue_trial(params)
+    for _ in fixed:
+        trial = study.ask()
+        library = trial.suggest_categorical(MODEL_TYPE_PARAM, [m.value for m in ModelType])
+        for name, spec in trainers[ModelType(library)].search_space.items():
+            from dataclasses import replace
+
+            replace(spec, name=f"{library}.{name}").suggest(trial)
+        study.tell(trial, 0.5)
+    assert [t.params for t in study.trials] == fixed
+
+
+def test_catboost_default_learning_rate_follows_the_data_size() -> None:
+    trainer = get_trainer("catboost", "binary")
+    small = trainer.default_params_for(500)["learning_rate"]
+    large = trainer.default_params_for(200_000)["learning_rate"]
+    assert 0.005 <= small < large <= 0.3  # CatBoost's own automatic rate, more rows: faster
+    narrow = get_trainer(
+        "catboost", "binary", search_space={"learning_rate": {"low": 0.2, "high": 0.3}}
+    )
+    assert narrow.default_params_for(500)["learning_rate"] == 0.2  # clamped into the range
+    single = warm_start({ModelType.XGBOOST: get_trainer("xgboost", "regression")}, train_rows=50,
+                        auto=False)  # fmt: skip
+    assert single[0] == get_trainer("xgboost", "regression").default_params()
+    assert MODEL_TYPE_PARAM not in single[0] and len(single) == 2
+
+
+def test_final_fit_rules() -> None:
+    assert refit_iterations([99, 199], fit_rows=800, refit_rows=1000, max_iterations=1000) == 168
+    assert refit_iterations([None], fit_rows=10, refit_rows=10, max_iterations=300) == 300
+    assert estimate_final_seconds(4.0, fit_rows=100, refit_rows=200) == pytest.approx(12.0)
+    assert parse_final_fit("") is FinalFit.AUTO and parse_final_fit("ALL") is FinalFit.ALL
+    with pytest.raises(InvalidArgument):
+        parse_final_fit("everything")
+    auto = FinalFit.AUTO
+    assert choose_final_fit(auto, remaining_s=None, estimate_all_s=99, have_trial_model=False) is (
+        FinalFit.ALL
+    )
+    assert choose_final_fit(auto, remaining_s=5, estimate_all_s=9, have_trial_model=True) is (
+        FinalFit.TRIAL
+    )
+    assert choose_final_fit(auto, remaining_s=5, estimate_all_s=9, have_trial_model=False) is (
+        FinalFit.TRAIN
+    )
+    assert choose_final_fit(
+        FinalFit.TRIAL, remaining_s=None, estimate_all_s=1, have_trial_model=False
+    ) is (FinalFit.TRAIN)
+
+
+def test_time_budget_keeps_room_for_the_final_fit() -> None:
+    clock = TimeBudget.start(10.0, elapsed_s=2.0)
+    assert clock.remaining() == pytest.approx(8.0, abs=0.1)
+    clock.reserve(1.5)  # plus the margin for what happens between the trials and the fit
+    assert clock.trial_deadline == pytest.approx(clock.started + 7.0)
+    clock.reserve(100.0)
+    assert clock.reserve_s == 2.0  # a refit over a third of the budget is not planned for
+    clock.reserve(0.1)
+    assert clock.reserve_s == 2.0  # at least the packaging overhead
+    assert not clock.trials_over()
+    assert TimeBudget.start(1.0, elapsed_s=5.0).trials_over()
+    assert not TimeBudget.start(None).trials_over()
+
+
+def test_latency_and_threads() -> None:
+    frame = _imbalanced(50)
+    data = prepare_data(frame, None, target="y", model_type="lightgbm")
+    result = get_trainer("lightgbm", "binary").fit(
+        data, None, FitSettings(iterations=10, early_stopping_rounds=None, threads=1)
+    )
+    assert sample_rows(data.x_train).height == 1000  # 50 rows repeated
+    started = time.perf_counter()
+    ms = predict_ms_per_1k_rows(result.model, data.x_train)
+    assert ms is not None and 0 < ms < (time.perf_counter() - started) * 1000
+    assert predict_ms_per_1k_rows(result.model, data.x_train.head(0)) is None
+    assert effective_threads(2, SMALL_DATA_ROWS - 1) == 1
+    assert effective_threads(2, SMALL_DATA_ROWS) == 2

@@ -1,0 +1,143 @@
+"""Model quality through the real stack: defaults first, the leaderboard, AUTO's one winner,
+cross-validation, the tuned threshold and a time budget that includes the final fit."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from training_support import Stack, create, experiment, make_split, trials, wait_final
+
+from arbor.common.v1 import common_pb2
+from arbor.registry.v1 import registry_service_pb2 as registry_pb
+from arbor.split.v1 import split_service_pb2 as split_pb
+from arbor.training.v1 import training_service_pb2 as pb
+from arbor_core.artifacts import open_store
+from arbor_ml import FitSettings, get_trainer, load_bundle
+from arbor_ml.automl import warm_start
+from arbor_ml.types import ModelType
+from arbor_training.worker import Worker
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+async def _bundle(stack: Stack, model_version: str) -> object:
+    response = await stack.registry.GetModelVersion(
+        registry_pb.GetModelVersionRequest(name=model_version), timeout=10
+    )
+    store = open_store(str(stack.artifacts))
+    prefix = response.model_version.artifact_uri.split(str(stack.artifacts), 1)[1].strip("/")
+    return load_bundle(store, prefix + "/")
+
+
+async def test_defaults_first_leaderboard_and_summary(stack: Stack, worker: Worker) -> None:
+    split = await make_split(stack, "breast_cancer", 300, test=True)
+    created = await create(stack, experiment(split, n_trials=4))
+    done = await wait_final(stack, created.name, timeout=120)
+    assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+
+    by_number = await trials(stack, created.name)
+    first = by_number[0]
+    # Trial 0 is CatBoost's own defaults (its learning rate for this many rows and rounds).
+    got = await stack.split.GetSplit(split_pb.GetSplitRequest(name=split), timeout=10)
+    rows = next(p.row_count for p in got.split.parts if p.part == "train")
+    defaults = warm_start(
+        {ModelType.CATBOOST: get_trainer("catboost", "binary")},
+        train_rows=rows,
+        settings=FitSettings(iterations=30),
+        auto=False,
+    )[0]
+    assert dict(first.params) == pytest.approx(defaults)
+    # The study can only end at least as good as its defaults.
+    complete = [t for t in by_number if t.state == pb.TRIAL_STATE_COMPLETE]
+    assert done.best_trial.value >= first.value
+    assert done.best_trial.value == max(t.value for t in complete)
+
+    # The leaderboard: best first, with what each trial cost to fit and to serve.
+    board = await trials(stack, created.name, order_by="value")
+    values = [t.value for t in board if t.state == pb.TRIAL_STATE_COMPLETE]
+    assert values == sorted(values, reverse=True)
+    assert board[0].number == done.best_trial.number
+    for trial in complete:
+        assert trial.model_type == common_pb2.MODEL_TYPE_CATBOOST
+        assert trial.fit_seconds > 0
+        assert trial.predict_ms_per_1k_rows > 0
+        assert trial.duration.ToNanoseconds() > 0
+
+    summary = done.summary
+    assert summary.trials_complete + summary.trials_pruned + summary.trials_failed == 4
+    assert summary.best_trial_number == done.best_trial.number
+    assert summary.best_value == pytest.approx(done.best_trial.value)
+    assert summary.best_model_type == common_pb2.MODEL_TYPE_CATBOOST
+    assert summary.final_fit in ("all", "train", "trial") and summary.final_iterations > 0
+    total = summary.total_time.ToNanoseconds()
+    assert 0 < summary.trials_time.ToNanoseconds() <= total
+    assert "predict_ms_per_1k_rows" in done.metrics  # what the registry's gate reads
+
+
+async def test_auto_registers_one_model_of_the_winning_library(
+    stack: Stack, worker: Worker
+) -> None:
+    split = await make_split(stack, "credit_data", 300, test=True)
+    message = experiment(split, model_type=common_pb2.MODEL_TYPE_AUTO, n_trials=5)
+    message.model_name = f"auto-{uuid.uuid4().hex[:8]}"
+    created = await create(stack, message)
+    done = await wait_final(stack, created.name, timeout=150)
+    assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+    winner = done.best_trial.model_type
+    assert done.summary.best_model_type == winner
+    response = await stack.registry.GetModel(
+        registry_pb.GetModelRequest(name=done.model_version.rsplit("/versions/", 1)[0]),
+        timeout=10,
+    )
+    assert len(response.versions) == 1  # one registered model for the whole study
+    assert response.versions[0].model_type == winner
+    bundle = await _bundle(stack, done.model_version)
+    name = common_pb2.ModelType.Name(winner).removeprefix("MODEL_TYPE_").lower()
+    assert bundle.metadata["model_type"] == name  # type: ignore[attr-defined]
+
+
+async def test_cross_validation_reports_every_fold(stack: Stack, worker: Worker) -> None:
+    split = await make_split(stack, "breast_cancer", 300, test=True)
+    created = await create(
+        stack, experiment(split, model_type=common_pb2.MODEL_TYPE_LIGHTGBM, n_trials=3, cv_folds=3)
+    )
+    done = await wait_final(stack, created.name, timeout=120)
+    assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+    assert done.study.cv_folds == 3 and done.summary.cv_folds == 3
+    for trial in await trials(stack, created.name, state_filter=pb.TRIAL_STATE_COMPLETE):
+        assert len(trial.fold_values) == 3
+        assert trial.value == pytest.approx(sum(trial.fold_values) / 3)
+    # The final model was refit on every cross-validation row (train + validation).
+    assert done.summary.final_fit == "all"
+
+
+async def test_threshold_is_tuned_on_validation_and_stored(stack: Stack, worker: Worker) -> None:
+    split = await make_split(stack, "credit_data", 300, test=True)
+    message = experiment(split, model_type=common_pb2.MODEL_TYPE_LIGHTGBM, n_trials=2)
+    message.metric = "f1"
+    message.postprocessing.threshold_objective = "f1"
+    created = await create(stack, message)
+    done = await wait_final(stack, created.name, timeout=120)
+    assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+    bundle = await _bundle(stack, done.model_version)
+    tuning = bundle.metadata["extra"]["threshold_tuning"]  # type: ignore[attr-defined]
+    assert tuning["objective"] == "f1"
+    assert tuning["value"] > tuning["value_at_0.5"]  # better F1 on validation than at 0.5
+    threshold = bundle.postprocessor.threshold  # type: ignore[attr-defined]
+    assert threshold == pytest.approx(tuning["threshold"]) and threshold != 0.5
+    assert done.metrics["f1"] == pytest.approx(tuning["value"])
+
+
+async def test_time_budget_includes_the_final_fit(stack: Stack, worker: Worker) -> None:
+    split = await make_split(stack, "hpc_data", 300, test=True)
+    # Long trials (many rounds, patient early stopping) and no trial limit: only time stops it.
+    message = experiment(split, n_trials=0, max_iterations=20000, timeout_seconds=5)
+    message.study.early_stopping_rounds = 5000
+    created = await create(stack, message)
+    done = await wait_final(stack, created.name, timeout=90)
+    assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+    took = (done.end_time.ToNanoseconds() - done.start_time.ToNanoseconds()) / 1e9
+    assert took <= 5 + 4, f"a 5 s study took {took:.1f} s"
+    assert done.summary.trials_stopped_by_budget >= 1
+    assert done.summary.trials_complete >= 1  # the cut trial was scored, not pruned
