@@ -13,9 +13,9 @@ shortened to :func:`startup_trials` since the fixed trials already cover the spa
 **AUTO** (``model_type = auto``) searches CatBoost, LightGBM and XGBoost in one budget with a
 conditional space: the library is a categorical parameter ``model_type`` and each library's
 parameters are named ``<library>.<param>``. The budget rule (:data:`LIBRARY_ORDER`): CatBoost's
-defaults first (the strongest untuned baseline), then LightGBM's and XGBoost's defaults, then
-one portfolio configuration per library (CatBoost's fast categorical encoding, LightGBM,
-XGBoost: :data:`PORTFOLIO_ORDER`), then
+defaults first (the strongest untuned baseline), then CatBoost with cheap categorical encodings
+(:data:`EARLY_PORTFOLIO`), then LightGBM's and XGBoost's defaults, then one portfolio
+configuration each for LightGBM and XGBoost, then
 TPE over the whole conditional space, which puts its trials where the scores are. One model is
 registered: the best trial's library.
 
@@ -29,7 +29,9 @@ whose first trial is cut short ends with a model.
 
 **Final fit** (:class:`FinalFit`): ``all`` refits the best parameters on train + validation
 for the rounds early stopping kept, scaled by :func:`refit_iterations` (more data supports a
-few more rounds); ``train`` refits on train only (reproducing the trial's model); ``trial``
+few more rounds), averaging up to three seeds into one model where the library can
+(``Trainer.fit_averaged``, CatBoost) and the budget holds them (:func:`averaged_models`);
+``train`` refits on train only (reproducing the trial's model); ``trial``
 keeps the trial's own model; ``auto`` (the default) takes ``all`` when the remaining budget
 holds its estimate, else the trial's model when this process still has it, else ``train``.
 """
@@ -49,9 +51,12 @@ from arbor_ml.types import ModelType, TaskType
 
 #: The order in which an AUTO study tries the libraries' defaults.
 LIBRARY_ORDER: tuple[ModelType, ...] = (ModelType.CATBOOST, ModelType.LIGHTGBM, ModelType.XGBOOST)
-#: The order of the portfolio trials in an AUTO study: CatBoost's fast variant first (its
-#: defaults can take most of a short budget on data with many categorical columns).
+#: The order of the portfolio trials in an AUTO study.
 PORTFOLIO_ORDER: tuple[ModelType, ...] = (ModelType.CATBOOST, ModelType.LIGHTGBM, ModelType.XGBOOST)
+#: Libraries whose portfolio comes right after their own defaults: CatBoost's fast categorical
+#: encodings are often as good as its defaults at a fraction of the time, and its defaults can
+#: take most of a short budget on data with many categorical columns.
+EARLY_PORTFOLIO: frozenset[ModelType] = frozenset({ModelType.CATBOOST})
 #: Seconds always kept for packaging the final model, whatever the estimate.
 MIN_RESERVE_S = 2.0
 #: Seconds kept on top of the final fit's estimate (see :meth:`TimeBudget.reserve`).
@@ -153,10 +158,15 @@ def warm_start(
         m for m in trainers if m not in LIBRARY_ORDER
     ]
     defaults = {m: trainers[m].default_params_for(train_rows, settings) for m in libraries}
-    fixed: list[tuple[ModelType, dict[str, Any]]] = [(m, defaults[m]) for m in libraries]
+    fixed: list[tuple[ModelType, dict[str, Any]]] = []
+    for m in libraries:
+        fixed.append((m, defaults[m]))
+        if with_portfolio and m in EARLY_PORTFOLIO:
+            fixed += [
+                (m, _complete(trainers[m], c, defaults[m])) for c in portfolio(m, trainers[m].task)
+            ]
     if with_portfolio:
-        order = [m for m in PORTFOLIO_ORDER if m in trainers]
-        for m in order:
+        for m in [m for m in PORTFOLIO_ORDER if m in trainers and m not in EARLY_PORTFOLIO]:
             for config in portfolio(m, trainers[m].task):
                 fixed.append((m, _complete(trainers[m], config, defaults[m])))
     out: list[dict[str, Any]] = []
@@ -168,6 +178,18 @@ def warm_start(
         if flat not in out:
             out.append(flat)
     return out
+
+
+def averaged_models(
+    remaining_s: float | None, per_fit_s: float, *, overhead_s: float = 2.0, most: int = 3
+) -> int:
+    """How many seeds the final fit can average (1 to ``most``) in the time left: a refit
+    whose estimate is ``per_fit_s``, each seed another one of those, plus the overhead."""
+    if per_fit_s <= 0:
+        return most
+    if remaining_s is None:
+        return most
+    return int(max(1, min(most, (remaining_s - overhead_s) // per_fit_s)))
 
 
 def startup_trials(fixed_trials: int) -> int:

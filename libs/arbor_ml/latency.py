@@ -44,3 +44,31 @@ def predict_ms_per_1k_rows(
         model.predict_output(batch)
         best = min(best, time.perf_counter() - started)
     return round(best * 1000.0 * 1000 / batch.height, 3)
+
+
+def importance_rows_within(
+    model: TrainedModel,
+    x: pl.DataFrame,
+    seconds: float,
+    *,
+    max_rows: int = 500,
+    min_rows: int = 20,
+) -> int:
+    """How many rows the bundle's global SHAP ranking can use within ``seconds``.
+
+    TreeSHAP costs grow with trees x leaves x depth per row: 500 rows of a 300-tree, depth-10
+    CatBoost model take about a minute, which a study's time budget cannot absorb. The cost of
+    10 rows is measured and the rest scaled, between ``min_rows`` and ``max_rows``.
+    """
+    probe = x.head(10)
+    if probe.height == 0:
+        return max_rows
+    started = time.perf_counter()
+    try:
+        model.native_contributions(probe)
+    except Exception:  # a model without native SHAP: the explainer falls back by itself
+        return min_rows
+    per_row = (time.perf_counter() - started) / probe.height
+    if per_row <= 0:
+        return max_rows
+    return int(min(max_rows, max(min_rows, seconds / per_row)))

@@ -1,6 +1,7 @@
 """Class weights for imbalanced classification, as one tunable parameter of every library.
 
-Each classification search space has a categorical ``class_weight`` parameter:
+Each classification search space has a categorical ``class_weight`` parameter (except when
+the study optimises the log loss, which scores the probabilities that reweighting skews):
 
 * ``none`` — every row weighs 1 (the libraries' default, and the default trial's choice);
 * ``balanced`` — a row of class c weighs ``n / (K * n_c)``, so each class carries the same

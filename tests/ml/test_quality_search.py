@@ -39,10 +39,12 @@ def _imbalanced(n: int = 400, seed: int = 0) -> pl.DataFrame:
 
 @pytest.mark.parametrize("library", LIBRARIES)
 def test_class_weights_are_part_of_classification_spaces(library: str) -> None:
-    for task in ("binary", "multiclass"):
-        spec = get_trainer(library, task).search_space["class_weight"]
+    for task, metric in (("binary", "roc_auc"), ("multiclass", "f1"), ("binary", "accuracy")):
+        spec = get_trainer(library, task, metric=metric).search_space["class_weight"]
         assert spec.choices == ("none", "balanced", "sqrt_balanced") and spec.default == "none"
     assert "class_weight" not in get_trainer(library, "regression").search_space
+    # The log loss scores probabilities, which class weights skew: not searched for it.
+    assert "class_weight" not in get_trainer(library, "multiclass", metric="log_loss").search_space
 
 
 def test_balanced_weights_equalise_the_classes() -> None:
@@ -87,10 +89,13 @@ def test_defaults_first_then_portfolio_in_autos_order() -> None:
     trainers = {m: get_trainer(m, "binary") for m in ModelType}
     fixed = warm_start(trainers, train_rows=500, auto=True)
     libraries = [t[MODEL_TYPE_PARAM] for t in fixed]
-    assert libraries[:3] == ["catboost", "lightgbm", "xgboost"]  # the defaults, CatBoost first
-    assert libraries[3:] == ["catboost", "lightgbm", "xgboost"]  # then one portfolio trial each
+    # CatBoost's defaults, its fast categorical encodings, LightGBM's and XGBoost's defaults,
+    # then one portfolio configuration each for LightGBM and XGBoost.
+    assert libraries == ["catboost", "catboost", "lightgbm", "xgboost", "lightgbm", "xgboost"]
+    assert fixed[1]["catboost.one_hot_max_size"] == 64
+    assert fixed[1]["catboost.learning_rate"] == fixed[0]["catboost.learning_rate"]
     lgbm = trainers[ModelType.LIGHTGBM].default_params()
-    assert {k.removeprefix("lightgbm."): v for k, v in fixed[1].items() if "." in k} == lgbm
+    assert {k.removeprefix("lightgbm."): v for k, v in fixed[2].items() if "." in k} == lgbm
     # Every fixed trial lies inside the study's distributions, so Optuna accepts it as is.
     study = optuna.create_study(direction="maximize")
     for params in fixed:
@@ -170,3 +175,29 @@ def test_latency_and_threads() -> None:
     assert predict_ms_per_1k_rows(result.model, data.x_train.head(0)) is None
     assert effective_threads(2, SMALL_DATA_ROWS - 1) == 1
     assert effective_threads(2, SMALL_DATA_ROWS) == 2
+
+
+def test_catboost_averages_seeds_into_one_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from arbor_core.artifacts import open_store
+    from arbor_ml import build_bundle, load_bundle, save_bundle
+    from arbor_ml.automl import averaged_models
+
+    frame = _imbalanced(200)
+    data = prepare_data(frame.head(150), frame.tail(50), target="y", model_type="catboost")
+    trainer = get_trainer("catboost", "binary")
+    settings = FitSettings(iterations=20, early_stopping_rounds=None, threads=1)
+    one = trainer.fit(data, None, settings)
+    three = trainer.fit_averaged(data, None, settings, 3)
+    assert three.extra["averaged_models"] == 3 and trainer.can_average
+    assert three.model.native.tree_count_ == 3 * one.model.native.tree_count_
+    # One native model that saves, loads and predicts like the average it is.
+    bundle = build_bundle(data, three, importance_rows=10)
+    store = open_store(str(tmp_path))
+    loaded = load_bundle(store, save_bundle(bundle, store, "m/avg/").prefix)
+    np.testing.assert_allclose(
+        loaded.predict_raw(frame.tail(50)), bundle.predict_raw(frame.tail(50))
+    )
+    assert not get_trainer("lightgbm", "binary").can_average
+    assert averaged_models(None, 5.0) == 3
+    assert averaged_models(12.0, 5.0, overhead_s=2.0) == 2
+    assert averaged_models(3.0, 5.0, overhead_s=2.0) == 1

@@ -80,8 +80,9 @@ async def test_auto_searches_every_library(stack: Stack, worker: Worker) -> None
     done = await wait_final(stack, created.name, timeout=120)
     assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
     recorded = await trials(stack, created.name)
-    # The three libraries' defaults come first (CatBoost, LightGBM, XGBoost), then the rest.
-    assert [t.model_type for t in recorded[:3]] == [
+    # CatBoost's defaults and fast variant, then LightGBM's and XGBoost's defaults (automl).
+    assert [t.model_type for t in recorded[:4]] == [
+        common_pb2.MODEL_TYPE_CATBOOST,
         common_pb2.MODEL_TYPE_CATBOOST,
         common_pb2.MODEL_TYPE_LIGHTGBM,
         common_pb2.MODEL_TYPE_XGBOOST,

@@ -237,7 +237,9 @@ class Trainer(ABC):
         self.metric = M.validate_metric(metric, self.task)
         self.direction = M.metric_direction(self.metric)
         self._library_defaults = self.base_space()
-        if self.task.is_classification:
+        asked = CLASS_WEIGHT_PARAM in (search_space or {})
+        if self.task.is_classification and (self.metric != "log_loss" or asked):
+            # Not for the log loss unless asked: reweighting skews the probabilities it scores.
             self._library_defaults.setdefault(CLASS_WEIGHT_PARAM, class_weight_spec())
         self.search_space: dict[str, ParamSpec] = apply_overrides(
             self._library_defaults, search_space
@@ -293,6 +295,24 @@ class Trainer(ABC):
     @abstractmethod
     def cuda_available(cls) -> bool:
         """Whether this library build can train on a GPU on this machine."""
+
+    #: Whether :meth:`fit_averaged` can merge several models into one native model.
+    can_average: ClassVar[bool] = False
+
+    def fit_averaged(
+        self,
+        data: PreparedData,
+        params: Mapping[str, Any] | None,
+        settings: FitSettings,
+        models: int,
+    ) -> FitResult:
+        """Fit ``models`` models that differ only in their seed and average them into one
+        model (one native file), where the library can (:attr:`can_average`); else one fit.
+
+        Averaging seeds is a cheap, steady gain for a final model (lower variance); a study's
+        final fit uses it when its time budget leaves room.
+        """
+        return self.fit(data, params, settings)
 
     def fit(
         self,

@@ -64,6 +64,7 @@ from arbor_ml import metrics as M
 from arbor_ml.automl import (
     FinalFit,
     TimeBudget,
+    averaged_models,
     choose_final_fit,
     estimate_final_seconds,
     parse_final_fit,
@@ -71,16 +72,24 @@ from arbor_ml.automl import (
     startup_trials,
     warm_start,
 )
-from arbor_ml.bundle import BundleRef, ModelBundle, build_bundle, load_bundle, save_bundle
+from arbor_ml.bundle import (
+    IMPORTANCE_ROWS,
+    BundleRef,
+    ModelBundle,
+    build_bundle,
+    load_bundle,
+    save_bundle,
+)
 from arbor_ml.cv import FoldRule, make_folds
 from arbor_ml.cv import pool as cv_pool
 from arbor_ml.data import PreparedData, prepare_data
-from arbor_ml.latency import LATENCY_METRIC, predict_ms_per_1k_rows
+from arbor_ml.latency import LATENCY_METRIC, importance_rows_within, predict_ms_per_1k_rows
 from arbor_ml.postprocessing import PostprocessingOptions
 from arbor_ml.preprocessing import PreprocessingOptions
 from arbor_ml.threshold import tune_threshold
 from arbor_ml.trainers import FitResult, FitSettings, Trainer, get_trainer
 from arbor_ml.types import Direction, ModelType, TaskType
+from arbor_ml.weights import CLASS_WEIGHT_PARAM, class_weight_spec
 from arbor_training.domain import (
     AUTO,
     EVENT_SOURCE,
@@ -101,6 +110,12 @@ log = logging.getLogger("arbor.training.study")
 ATTR = "arbor"
 MODEL_TYPE_PARAM = "model_type"
 SEED_MODULUS = 2**31
+#: At most this many seconds of a timed study go to the bundle's global SHAP ranking.
+IMPORTANCE_SECONDS = 5.0
+#: The fixed part of ``estimate_final_seconds`` (packaging), and what the final fit may
+#: really spend besides fitting (SHAP ranking included), for averaging seeds.
+ESTIMATE_OVERHEAD_S = 2.0
+FINAL_OVERHEAD_S = ESTIMATE_OVERHEAD_S + IMPORTANCE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -351,8 +366,12 @@ def trainers_for(spec: ExperimentSpec) -> dict[ModelType, Trainer]:
 
 
 def search_spaces(model_type: ModelType, task: TaskType) -> Mapping[str, Any]:
-    """What :func:`arbor_training.domain.validate_experiment` checks overrides against."""
-    return get_trainer(model_type, task).search_space
+    """What :func:`arbor_training.domain.validate_experiment` checks overrides against
+    (``class_weight`` included for classification: an override turns it on for any metric)."""
+    space = dict(get_trainer(model_type, task).search_space)
+    if task.is_classification:
+        space.setdefault(CLASS_WEIGHT_PARAM, class_weight_spec())
+    return space
 
 
 def fit_settings(spec: ExperimentSpec) -> FitSettings:
@@ -995,10 +1014,12 @@ class StudyRunner:
         kept = self._kept.get(experiment.id)
         if kept is not None and kept.number != best.number:
             kept = None
+        estimate = self._final_estimate(spec, best, data)
+        remaining = self.clock(experiment).remaining()
         choice = choose_final_fit(
             parse_final_fit(spec.study.final_fit),
-            remaining_s=self.clock(experiment).remaining(),
-            estimate_all_s=self._final_estimate(spec, best, data),
+            remaining_s=remaining,
+            estimate_all_s=estimate,
             have_trial_model=kept is not None,
         )
         best_iterations = attrs.get("best_iterations") or [attrs.get("best_iteration")]
@@ -1016,7 +1037,11 @@ class StudyRunner:
                 max_iterations=max_iterations(spec),
             )
             settings = replace(fit_settings(spec), iterations=rounds, early_stopping_rounds=None)
-            result = trainer.fit(prepared, params, settings)
+            seeds = 1
+            if choice is FinalFit.ALL and trainer.can_average:
+                per_fit = max(estimate - ESTIMATE_OVERHEAD_S, 0.0)  # one refit, no packaging
+                seeds = averaged_models(remaining, per_fit, overhead_s=FINAL_OVERHEAD_S)
+            result = trainer.fit_averaged(prepared, params, settings, seeds)
         post = spec.postprocessing
         options = post.ml_options()
         y_valid, output = self._validation_predictions(kept, result, data, library, choice)
@@ -1027,9 +1052,17 @@ class StudyRunner:
             options["threshold"] = tuned.threshold
             tuning = tuned.to_dict()
         threshold = float(options.get("threshold", 0.5))
+        sample = prepared.x_valid if prepared.x_valid is not None else prepared.x_train
+        remaining = self.clock(experiment).remaining()
+        importance_rows = IMPORTANCE_ROWS
+        if remaining is not None:
+            # The global SHAP ranking gets a slice of what is left, not the whole of it.
+            seconds = min(IMPORTANCE_SECONDS, max(0.5, remaining / 4))
+            importance_rows = importance_rows_within(result.model, sample, seconds)
         bundle = build_bundle(
             prepared,
             result,
+            importance_rows=importance_rows,
             postprocessing=PostprocessingOptions.from_dict(options),
             extra_metadata={
                 "experiment": experiment.name,
@@ -1039,6 +1072,7 @@ class StudyRunner:
                 "split_content_hash": spec.split_content_hash,
                 "optuna_version": optuna.__version__,
                 "final_fit": choice.value,
+                "averaged_models": int(result.extra.get("averaged_models", 1)),
                 "cv_folds": spec.study.cv_folds,
                 "threshold_tuning": tuning,
             },
@@ -1055,7 +1089,6 @@ class StudyRunner:
             k: (v if isinstance(v, int | float) and math.isfinite(v) else None)
             for k, v in validation.items()
         }
-        sample = prepared.x_valid if prepared.x_valid is not None else prepared.x_train
         serving = {LATENCY_METRIC: predict_ms_per_1k_rows(result.model, sample)}
         bundle.metadata["extra"]["serving"] = serving
         test_metrics = self._test_metrics(bundle, data, prepared)
