@@ -257,7 +257,7 @@ async def run_dataset(s: dict[str, Any], name: str, args: argparse.Namespace) ->
     metric = METRIC[task]
     path = s["data_root"] / f"{name}.parquet"
     dev.write_parquet(path)
-    valid = validation_fraction(dev.height)
+    valid = validation_fraction(dev.height) if args.validation == "auto" else float(args.validation)
     split = await s["split"].CreateSplit(
         split_pb.CreateSplitRequest(
             split=split_pb.Split(
@@ -421,6 +421,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cv", default="auto", help="folds, 0 for none, or auto")
+    parser.add_argument(
+        "--validation", default="auto", help="validation share of the 80%%, or auto (by size)"
+    )
     parser.add_argument("--max-iterations", type=int, default=3000)
     parser.add_argument("--early-stopping", type=int, default=50)
     parser.add_argument("--output", type=Path, default=RESULTS)

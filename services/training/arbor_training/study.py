@@ -278,6 +278,7 @@ class StudyData:
         self._prepared: dict[ModelType, PreparedData] = {}
         self._folds: dict[ModelType, list[PreparedData]] = {}
         self._all: dict[ModelType, PreparedData] = {}
+        self._pooled: pl.DataFrame | None = None
         self._lock = threading.Lock()
 
     def _prepare(
@@ -306,7 +307,9 @@ class StudyData:
 
     def pooled(self) -> pl.DataFrame:
         """Train and validation together: what cross-validation cuts and ``all`` refits on."""
-        return cv_pool(self.train, self.valid)
+        if self._pooled is None:
+            self._pooled = cv_pool(self.train, self.valid)
+        return self._pooled
 
     def folds(self, model_type: ModelType) -> list[PreparedData]:
         """The cross-validation folds for a library (preprocessing fit on each fold's train)."""
