@@ -39,7 +39,8 @@ async def test_split_deadline_abandons_the_create(
     nats_url: str, nats_namespace: str, tmp_path: Path
 ) -> None:
     data_root = tmp_path / "data"
-    source = write_table(data_root / "big.parquet", rows=400_000)
+    # Big enough that the split outlasts the 0.3 s deadline even on an idle machine.
+    source = write_table(data_root / "big.parquet", rows=2_000_000)
     store = LocalArtifactStore(tmp_path / "artifacts")
     db_url = f"sqlite:///{tmp_path / 'split.db'}"
     svc = await start_split(db_url, nats_url, nats_namespace, store, data_root)
