@@ -1,4 +1,5 @@
-"""``arbor models``: list, get, promote, alias, archive, delete, resolve registered models."""
+"""``arbor models``: list, get, promote, gate, alias, archive, delete, resolve registered
+models."""
 
 from __future__ import annotations
 
@@ -134,6 +135,7 @@ def get(
                     ("latest version", m.latest_version),
                     ("production version", m.production_version or "-"),
                     ("aliases", fmt_map(m.aliases)),
+                    ("promotion gate", describe_gate(m)),
                     ("description", m.description),
                     ("labels", fmt_map(m.labels)),
                     ("created", timestamp(m.create_time)),
@@ -178,6 +180,72 @@ def promote(
         console().print(line)
 
     emit(ctx, response, render)
+
+
+def describe_gate(model: pb.Model) -> str:
+    """One line for a model's promotion gate ("-" when it has none)."""
+    if not model.HasField("promotion_gate"):
+        return "-"
+    gate = model.promotion_gate
+    direction = label(pb.MetricDirection, gate.direction) or "inferred"
+    text = f"{gate.metric} ({direction}) better by >= {gate.min_improvement:g}"
+    if gate.max_latency:
+        text += f", {gate.latency_metric or 'predict_ms_per_1k_rows'} <= {gate.max_latency:g}"
+    aliases = ", ".join(gate.guarded_aliases) or "champion"
+    return f"{text}; guards production and {aliases}"
+
+
+@app.command("gate")
+def gate(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    metric: Annotated[
+        str | None, typer.Option(help="Metric compared, a key of the versions' metrics.")
+    ] = None,
+    min_improvement: Annotated[
+        float, typer.Option(help="How much the candidate must beat the current one by.")
+    ] = 0.0,
+    max_latency: Annotated[
+        float, typer.Option(help="Highest latency metric allowed (0: unchecked).")
+    ] = 0.0,
+    direction: Annotated[
+        str | None, typer.Option(help="maximize or minimize (default: from the metric name).")
+    ] = None,
+    latency_metric: Annotated[
+        str, typer.Option(help="Metric key of the latency (default predict_ms_per_1k_rows).")
+    ] = "",
+    alias: Annotated[
+        list[str] | None, typer.Option("--alias", help="Alias guarded (repeat; default champion).")
+    ] = None,
+    allow_different_split: Annotated[
+        bool, typer.Option(help="Compare versions scored on different held-out data.")
+    ] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the gate.")] = False,
+    as_json: Annotated[bool, JsonOption] = False,
+) -> None:
+    """Set (or --clear) the promotion gate: the rule a version must pass to become
+    PRODUCTION or take a guarded alias such as champion."""
+    registry = client(ctx).registry
+    if clear:
+        updated = registry.clear_promotion_gate(model)
+    elif not metric:
+        from arbor_client import ArborClientError
+
+        raise ArborClientError.invalid_argument(
+            "give the --metric the gate compares (or --clear)", field="metric"
+        )
+    else:
+        updated = registry.set_promotion_gate(
+            model,
+            metric=metric,
+            min_improvement=min_improvement,
+            max_latency=max_latency,
+            direction=direction,
+            latency_metric=latency_metric,
+            allow_different_split=allow_different_split,
+            guarded_aliases=alias or (),
+        )
+    emit(ctx, updated, lambda: console().print(f"{updated.name}: gate {describe_gate(updated)}"))
 
 
 @app.command("alias")

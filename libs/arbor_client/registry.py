@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeAlias
 
 from arbor.common.v1 import common_pb2
@@ -208,6 +208,42 @@ class RegistryClient(ServiceClient):
     ) -> pb.DeleteAliasResponse:
         request = pb.DeleteAliasRequest(model=resource_name("models", model, "model"), alias=alias)
         return self._call("DeleteAlias", request, timeout)  # type: ignore[no-any-return]
+
+    def set_promotion_gate(
+        self,
+        model: str,
+        *,
+        metric: str,
+        min_improvement: float = 0.0,
+        max_latency: float = 0.0,
+        direction: str | int | None = None,
+        latency_metric: str = "",
+        allow_different_split: bool = False,
+        guarded_aliases: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> pb.Model:
+        """Guard PRODUCTION (and ``champion``, or ``guarded_aliases``): a candidate must beat
+        the current version on ``metric`` by ``min_improvement`` and keep its latency metric
+        (``predict_ms_per_1k_rows`` by default) at or under ``max_latency`` (0: unchecked).
+        Setting the same gate twice is harmless (retried)."""
+        gate = pb.PromotionGate(
+            metric=metric,
+            direction=parse_enum(pb.MetricDirection, direction, "direction"),  # type: ignore[arg-type]
+            min_improvement=min_improvement,
+            max_latency=max_latency,
+            latency_metric=latency_metric,
+            allow_different_split=allow_different_split,
+            guarded_aliases=list(guarded_aliases),
+        )
+        request = pb.SetPromotionGateRequest(
+            model=resource_name("models", model, "model"), gate=gate
+        )
+        return self._call("SetPromotionGate", request, timeout, retryable=True).model  # type: ignore[no-any-return]
+
+    def clear_promotion_gate(self, model: str, *, timeout: float | None = None) -> pb.Model:
+        """Remove the model's promotion gate (promotions are then unchecked)."""
+        request = pb.SetPromotionGateRequest(model=resource_name("models", model, "model"))
+        return self._call("SetPromotionGate", request, timeout, retryable=True).model  # type: ignore[no-any-return]
 
     def archive_model(
         self,

@@ -112,3 +112,38 @@ def test_client_error_carries_details(cli_stack: Any) -> None:
     assert {"model", "model_version.artifact_uri"} <= fields
     assert err.request_id
     assert str(err).startswith("INVALID_ARGUMENT: ")
+
+
+def test_a_promotion_gate_set_from_the_cli_refuses_a_candidate_that_is_not_better(
+    arbor: Arbor, registered: dict[str, Any]
+) -> None:
+    model = registered["model"]  # two versions, both with roc_auc 0.9
+    gate = json_out(
+        arbor.ok(
+            "models", "gate", model, "--metric", "roc_auc", "--min-improvement", "0.01",
+            "--alias", "champion", "--json",
+        ).stdout
+    )  # fmt: skip
+    assert gate["promotionGate"]["metric"] == "roc_auc"
+    assert gate["promotionGate"]["minImprovement"] == 0.01
+    shown = " ".join(arbor.ok("models", "get", model).stdout.split())
+    assert "roc_auc (maximize) better by >= 0.01; guards production and champion" in shown
+
+    arbor.ok("models", "promote", model, "1")  # nothing to beat yet
+    refused = arbor("models", "promote", model, "2", "--json")
+    assert refused.exit_code == 1
+    error = json.loads(one_line(refused.stderr))["error"]
+    assert error["code"] == "FAILED_PRECONDITION"
+    assert "roc_auc" in error["message"] and "0.9" in error["message"]
+    resolved = json_out(arbor.ok("models", "resolve", f"{model}:production", "--json").stdout)
+    assert resolved["version"] == "1"  # the refused promotion changed nothing
+
+    cleared = json_out(arbor.ok("models", "gate", model, "--clear", "--json").stdout)
+    assert "promotionGate" not in cleared
+    arbor.ok("models", "promote", model, "2")
+
+
+def test_a_gate_needs_a_metric_or_clear(arbor: Arbor, registered: dict[str, Any]) -> None:
+    result = arbor("models", "gate", registered["model"])
+    assert result.exit_code == 1
+    assert one_line(result.stderr).startswith("error: INVALID_ARGUMENT: give the --metric")
