@@ -14,7 +14,8 @@ shortened to :func:`startup_trials` since the fixed trials already cover the spa
 conditional space: the library is a categorical parameter ``model_type`` and each library's
 parameters are named ``<library>.<param>``. The budget rule (:data:`LIBRARY_ORDER`): CatBoost's
 defaults first (the strongest untuned baseline), then CatBoost with cheap categorical encodings
-(:data:`EARLY_PORTFOLIO`), then LightGBM's and XGBoost's defaults, then one portfolio
+(:data:`EARLY_PORTFOLIO`; the two swap places from :data:`LARGE_DATA_ROWS` train rows), then
+LightGBM's and XGBoost's defaults, then one portfolio
 configuration each for LightGBM and XGBoost, then
 TPE over the whole conditional space, which puts its trials where the scores are. One model is
 registered: the best trial's library.
@@ -25,12 +26,16 @@ registered: the best trial's library.
 most a third of the budget (a slower one is not planned for: the trials keep the time and the
 trial's model is registered); a trial that reaches
 the deadline stops boosting and is scored as it stands (it is not pruned), so even a study
-whose first trial is cut short ends with a model.
+whose first trial is cut short ends with a model. A CatBoost trial that, at the pace of its
+first rounds, would be cut short well before the rounds its learning rate is meant for is
+restarted with the rounds that fit and CatBoost's rate for them (:func:`resized_rounds`).
 
 **Final fit** (:class:`FinalFit`): ``all`` refits the best parameters on train + validation
 for the rounds early stopping kept, scaled by :func:`refit_iterations` (more data supports a
-few more rounds), averaging up to three seeds into one model where the library can
-(``Trainer.fit_averaged``, CatBoost) and the budget holds them (:func:`averaged_models`);
+few more rounds), averaging up to three models into one where the library can
+(``Trainer.fit_ensemble``, CatBoost) and the budget holds them (:func:`averaged_models`): the
+next best trials of the same library within :data:`ENSEMBLE_TOLERANCE` of the best
+(:func:`ensemble_members`), else seeds of the best;
 ``train`` refits on train only (reproducing the trial's model); ``trial``
 keeps the trial's own model; ``auto`` (the default) takes ``all`` when the remaining budget
 holds its estimate, else the trial's model when this process still has it, else ``train``.
@@ -57,6 +62,11 @@ PORTFOLIO_ORDER: tuple[ModelType, ...] = (ModelType.CATBOOST, ModelType.LIGHTGBM
 #: encodings are often as good as its defaults at a fraction of the time, and its defaults can
 #: take most of a short budget on data with many categorical columns.
 EARLY_PORTFOLIO: frozenset[ModelType] = frozenset({ModelType.CATBOOST})
+#: Train rows from which an early portfolio configuration (cheaper than the defaults) is
+#: tried before the defaults: on flights (250,000 rows, a 4,000-value categorical column)
+#: CatBoost's defaults take twice as long per round as its cheap categorical encodings for
+#: the same validation AUC, and a 60-second budget holds one such trial, not two.
+LARGE_DATA_ROWS = 100_000
 #: Seconds always kept for packaging the final model, whatever the estimate.
 MIN_RESERVE_S = 2.0
 #: Seconds kept on top of the final fit's estimate (see :meth:`TimeBudget.reserve`).
@@ -160,11 +170,15 @@ def warm_start(
     defaults = {m: trainers[m].default_params_for(train_rows, settings) for m in libraries}
     fixed: list[tuple[ModelType, dict[str, Any]]] = []
     for m in libraries:
-        fixed.append((m, defaults[m]))
+        early = []
         if with_portfolio and m in EARLY_PORTFOLIO:
-            fixed += [
+            early = [
                 (m, _complete(trainers[m], c, defaults[m])) for c in portfolio(m, trainers[m].task)
             ]
+        if train_rows >= LARGE_DATA_ROWS:
+            fixed += [*early, (m, defaults[m])]  # the cheap variant first: it gets the time
+        else:
+            fixed += [(m, defaults[m]), *early]
     if with_portfolio:
         for m in [m for m in PORTFOLIO_ORDER if m in trainers and m not in EARLY_PORTFOLIO]:
             for config in portfolio(m, trainers[m].task):
@@ -192,9 +206,71 @@ def averaged_models(
     return int(max(1, min(most, (remaining_s - overhead_s) // per_fit_s)))
 
 
+#: How far from the best value (relative) a trial may be and still join the final average.
+ENSEMBLE_TOLERANCE = 0.005
+
+
+def ensemble_members(
+    scored: Sequence[tuple[int, float]], *, best: int, maximize: bool, most: int
+) -> list[int]:
+    """Trials (numbers) whose models the final fit averages: ``best`` first, then the next
+    best of ``scored`` (number, validation value; same library) within
+    :data:`ENSEMBLE_TOLERANCE` of it, up to ``most`` in all.
+
+    Averaging a few near-best configurations lowers the variance of the final model more than
+    averaging seeds of one (their errors differ more), and cannot pick a trial that was clearly
+    worse on validation. The time budget decides ``most`` (:func:`averaged_models`).
+    """
+    values = dict(scored)
+    if best not in values or most < 1:
+        return [best][:most]
+    top = values[best]
+    slack = abs(top) * ENSEMBLE_TOLERANCE
+    near = [
+        (value, number)
+        for number, value in scored
+        if number != best
+        and math.isfinite(value)
+        and (value >= top - slack if maximize else value <= top + slack)
+    ]
+    near.sort(reverse=maximize)
+    return [best] + [number for _, number in near[: most - 1]]
+
+
 def startup_trials(fixed_trials: int) -> int:
     """TPE's random start-up trials: the fixed ones plus a few, instead of Optuna's 10."""
     return max(fixed_trials + 2, 4)
+
+
+# --------------------------------------------------------------------------- rounds vs time
+
+#: A trial is resized when, at its measured pace, it would reach less than this share of
+#: the rounds its learning rate is meant for before the trials' deadline.
+RESIZE_BELOW = 0.7
+#: Rounds timed before the pace is judged (the first ones include warm-up).
+RESIZE_PROBE_ROUNDS = 10
+#: A resized trial with fewer rounds than this is not worth the restart.
+MIN_RESIZED_ROUNDS = 40
+
+
+def resized_rounds(
+    *, done: int, pace_s: float, setup_s: float, time_left_s: float, planned: int
+) -> int | None:
+    """Rounds to restart a trial with when it cannot reach ``planned`` rounds in time.
+
+    At ``pace_s`` seconds a round, with ``time_left_s`` before the trials' deadline, a trial
+    ``done`` rounds in would be cut by the budget at ``done + time_left_s / pace_s`` rounds:
+    under-fitted, since its learning rate was chosen for ``planned`` rounds. Restarting it
+    with fewer rounds and the larger rate that goes with them (``Trainer.params_for_rounds``)
+    fits the same time better; the restart pays the fit's setup (``setup_s``) again, and 10%
+    is kept for the pace's noise. None: keep going (it will finish, or a restart is no better).
+    """
+    if pace_s <= 0 or planned <= 0:
+        return None
+    if done + time_left_s / pace_s >= planned * RESIZE_BELOW:
+        return None
+    rounds = int((time_left_s - setup_s) / pace_s * 0.9)
+    return rounds if rounds >= MIN_RESIZED_ROUNDS else None
 
 
 # --------------------------------------------------------------------------- final fit

@@ -51,8 +51,21 @@ ColumnKind = Literal["numeric", "boolean", "categorical", "datetime"]
 
 NUMERIC_MISSING = ("native", "median", "constant")
 CATEGORICAL_ENCODINGS = ("auto", "native", "ordinal")
-DATETIME_PARTS = ("year", "quarter", "month", "day", "weekday", "dayofyear", "hour", "minute")
-DEFAULT_DATETIME_PARTS = ("year", "month", "day", "weekday", "dayofyear", "hour")
+DATETIME_PARTS = (
+    "year",
+    "quarter",
+    "month",
+    "day",
+    "weekday",
+    "dayofyear",
+    "hour",
+    "minute",
+    "epoch",
+)
+#: ``epoch`` (days since 1970-01-01, with the time of day as a fraction) puts every moment on
+#: one axis: a tree can then single out a stretch of days or one bad hour (a storm, an outage),
+#: which month/day/hour parts only reach through several splits.
+DEFAULT_DATETIME_PARTS = ("year", "month", "day", "weekday", "dayofyear", "hour", "epoch")
 _TIME_OF_DAY_PARTS = frozenset({"hour", "minute"})
 
 
@@ -260,6 +273,8 @@ def _datetime_part(expr: pl.Expr, part: str) -> pl.Expr:
             return expr.dt.hour()
         case "minute":
             return expr.dt.minute()
+        case "epoch":
+            return expr.dt.epoch("s") / 86400.0
     raise ValueError(f"unknown datetime part {part!r}")
 
 

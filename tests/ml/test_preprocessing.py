@@ -131,6 +131,7 @@ def test_fixed_column_order_whatever_the_input_order(small: pl.DataFrame) -> Non
         "when__day",
         "when__weekday",
         "when__dayofyear",
+        "when__epoch",
         "color",
     ]
     shuffled = small.select(["color", "y", "ok", "when", "n", "x"])
@@ -166,7 +167,7 @@ def test_datetime_columns_become_numeric_parts(small: pl.DataFrame) -> None:
     pre = fit(small)
     # Dates: no hour; the year is constant in this frame and is dropped.
     spec = next(c for c in pre.columns if c.name == "when")
-    assert spec.parts == ("month", "day", "weekday", "dayofyear")
+    assert spec.parts == ("month", "day", "weekday", "dayofyear", "epoch")
     out = pre.transform(small)
     assert out.get_column("when__month").to_list() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     assert out.get_column("when__day").to_list() == [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
@@ -205,6 +206,7 @@ def test_values_are_cast_to_the_training_schema(small: pl.DataFrame) -> None:
         "when__day": 6.0,
         "when__weekday": 3.0,
         "when__dayofyear": 66.0,
+        "when__epoch": 19788.0,  # days from 1970-01-01 to 2024-03-06
         "color": 0,
     }
     assert out.get_column("color").item() == pre.category_codes("color")["red"]

@@ -13,6 +13,8 @@ import pytest
 from arbor_core.errors import InvalidArgument
 from arbor_ml import FitSettings, get_trainer, prepare_data
 from arbor_ml.automl import (
+    LARGE_DATA_ROWS,
+    MIN_RESIZED_ROUNDS,
     MODEL_TYPE_PARAM,
     FinalFit,
     TimeBudget,
@@ -20,6 +22,7 @@ from arbor_ml.automl import (
     estimate_final_seconds,
     parse_final_fit,
     refit_iterations,
+    resized_rounds,
     warm_start,
 )
 from arbor_ml.latency import predict_ms_per_1k_rows, sample_rows
@@ -111,6 +114,44 @@ def test_defaults_first_then_portfolio_in_autos_order() -> None:
     assert [t.params for t in study.trials] == fixed
 
 
+def test_on_large_data_catboosts_cheap_encodings_go_before_its_defaults() -> None:
+    trainers = {m: get_trainer(m, "binary") for m in ModelType}
+    small = warm_start(trainers, train_rows=500, auto=True)
+    large = warm_start(trainers, train_rows=LARGE_DATA_ROWS, auto=True)
+    cheap = [t.get("catboost.one_hot_max_size") == 64 for t in (small[0], small[1])]
+    assert cheap == [False, True]
+    assert [t.get("catboost.one_hot_max_size") == 64 for t in (large[0], large[1])] == [True, False]
+    assert large[0]["catboost.learning_rate"] == large[1]["catboost.learning_rate"]
+
+
+def test_a_trial_too_slow_for_its_rounds_is_resized_to_the_time_left() -> None:
+    # 0.2 s a round, 50 s left: 260 rounds at most, far from the 1,000 the rate is meant for.
+    rounds = resized_rounds(done=10, pace_s=0.2, setup_s=3.0, time_left_s=50.0, planned=1000)
+    assert rounds == int((50.0 - 3.0) / 0.2 * 0.9)
+    # On course for most of its rounds (or done early by early stopping): left alone.
+    assert resized_rounds(done=10, pace_s=0.04, setup_s=3.0, time_left_s=50.0, planned=1000) is None
+    # So little time that a restart would train almost nothing: left to the budget.
+    tiny = resized_rounds(done=10, pace_s=0.2, setup_s=3.0, time_left_s=9.0, planned=1000)
+    assert tiny is None and MIN_RESIZED_ROUNDS > (9.0 - 3.0) / 0.2 * 0.9
+
+
+def test_catboost_trades_rounds_for_its_own_larger_rate() -> None:
+    trainer = get_trainer("catboost", "binary")
+    rows = 200_000
+    defaults = trainer.default_params_for(rows)
+    planned = trainer.planned_rounds(FitSettings(iterations=3000))
+    assert planned == 1000
+    resized = trainer.params_for_rounds(defaults, rows, planned, 250)
+    # Exactly the rate CatBoost picks by itself for 250 rounds; the other parameters kept.
+    expected = trainer.default_params_for(rows, FitSettings(iterations=250))["learning_rate"]
+    assert resized["learning_rate"] == pytest.approx(expected, rel=1e-9)
+    assert resized["learning_rate"] > defaults["learning_rate"]
+    assert {k: v for k, v in resized.items() if k != "learning_rate"} == {
+        k: v for k, v in defaults.items() if k != "learning_rate"
+    }
+    assert get_trainer("lightgbm", "binary").planned_rounds(FitSettings()) is None
+
+
 def test_catboost_default_learning_rate_follows_the_data_size() -> None:
     trainer = get_trainer("catboost", "binary")
     small = trainer.default_params_for(500)["learning_rate"]
@@ -175,6 +216,37 @@ def test_latency_and_threads() -> None:
     assert predict_ms_per_1k_rows(result.model, data.x_train.head(0)) is None
     assert effective_threads(2, SMALL_DATA_ROWS - 1) == 1
     assert effective_threads(2, SMALL_DATA_ROWS) == 2
+
+
+def test_the_final_average_takes_only_near_best_trials() -> None:
+    from arbor_ml.automl import ENSEMBLE_TOLERANCE, ensemble_members
+
+    auc = [(0, 0.900), (1, 0.899), (2, 0.850), (3, 0.8975), (4, float("nan"))]
+    assert ensemble_members(auc, best=0, maximize=True, most=3) == [0, 1, 3]
+    assert ensemble_members(auc, best=0, maximize=True, most=1) == [0]
+    loss = [(5, 0.40), (6, 0.4019), (7, 0.41)]  # lower is better; 0.41 is 2.5% off
+    assert ensemble_members(loss, best=5, maximize=False, most=3) == [5, 6]
+    assert 0.4019 <= 0.40 * (1 + ENSEMBLE_TOLERANCE) < 0.41
+
+
+def test_catboost_merges_different_configurations_into_one_model() -> None:
+    frame = _imbalanced(200)
+    data = prepare_data(frame.head(150), frame.tail(50), target="y", model_type="catboost")
+    trainer = get_trainer("catboost", "binary")
+    settings = FitSettings(iterations=20, early_stopping_rounds=None, threads=1)
+    shallow = trainer.default_params() | {"depth": 3, "learning_rate": 0.2}
+    deep = trainer.default_params() | {"depth": 6}
+    parts = [trainer.fit(data, p, settings) for p in (shallow, deep)]
+    merged = trainer.fit_ensemble(data, [(shallow, settings), (deep, settings)])
+    assert merged.extra["averaged_models"] == 2
+    x = data.x_valid
+    expected = np.mean([r.model.predict_margin(x) for r in parts], axis=0)
+    np.testing.assert_allclose(merged.model.predict_margin(x), expected, rtol=1e-6, atol=1e-9)
+    # A library that cannot merge models keeps the first member.
+    lgbm_data = prepare_data(frame.head(150), frame.tail(50), target="y", model_type="lightgbm")
+    lgbm = get_trainer("lightgbm", "binary")
+    alone = lgbm.fit_ensemble(lgbm_data, [(None, settings), ({"num_leaves": 4}, settings)])
+    assert alone.extra.get("averaged_models", 1) == 1
 
 
 def test_catboost_averages_seeds_into_one_model(tmp_path) -> None:  # type: ignore[no-untyped-def]

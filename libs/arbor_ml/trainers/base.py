@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -270,6 +270,17 @@ class Trainer(ABC):
         """
         return self.default_params()
 
+    def planned_rounds(self, settings: FitSettings) -> int | None:
+        """The rounds a trial's learning rate is meant for, when the library ties the two
+        (:meth:`params_for_rounds` can then trade rounds for rate); None: no such rule."""
+        return None
+
+    def params_for_rounds(
+        self, params: Mapping[str, Any], train_rows: int, planned: int, rounds: int
+    ) -> dict[str, Any]:
+        """``params`` for ``rounds`` rounds instead of ``planned``: unchanged by default."""
+        return dict(params)
+
     def suggest_params(self, trial: Any) -> dict[str, Any]:
         """One draw from the search space for an ``optuna.Trial``."""
         return {name: spec.suggest(trial) for name, spec in self.search_space.items()}
@@ -312,6 +323,19 @@ class Trainer(ABC):
         Averaging seeds is a cheap, steady gain for a final model (lower variance); a study's
         final fit uses it when its time budget leaves room.
         """
+        return self.fit(data, params, settings)
+
+    def fit_ensemble(
+        self,
+        data: PreparedData,
+        members: Sequence[tuple[Mapping[str, Any] | None, FitSettings]],
+    ) -> FitResult:
+        """One model whose output is the mean of ``members`` (each its parameters and fit
+        settings), where the library can merge models into one native model
+        (:attr:`can_average`); else the first member alone."""
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        params, settings = members[0]
         return self.fit(data, params, settings)
 
     def fit(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -228,6 +228,28 @@ class CatBoostTrainer(Trainer):
             )
         return params
 
+    def planned_rounds(self, settings: FitSettings) -> int | None:
+        return min(settings.iterations, DEFAULT_ROUNDS)
+
+    def params_for_rounds(
+        self, params: Mapping[str, Any], train_rows: int, planned: int, rounds: int
+    ) -> dict[str, Any]:
+        """The learning rate scaled by CatBoost's own rule for fewer rounds: its automatic
+        rate for ``rounds`` over its rate for ``planned`` (so the defaults trial gets exactly
+        the rate CatBoost would pick for that many rounds)."""
+        out = dict(params)
+        rate = out.get("learning_rate")
+        spec = self.search_space.get("learning_rate")
+        if rate is None or rounds >= planned:
+            return out
+        loss = _LOSS[self.task]
+        factor = auto_learning_rate(loss, train_rows, rounds) / auto_learning_rate(
+            loss, train_rows, planned
+        )
+        scaled = float(rate) * factor
+        out["learning_rate"] = spec.clamp(scaled) if spec is not None else scaled
+        return out
+
     def eval_metric(self) -> EvalMetric:
         match self.task, self.metric:
             case TaskType.BINARY, "roc_auc":
@@ -263,14 +285,25 @@ class CatBoostTrainer(Trainer):
     ) -> FitResult:
         """``models`` seeds averaged with ``catboost.sum_models`` (weights 1/n): one ``.cbm``
         whose raw output is the mean of the seeds' (probabilities: the softmax of the mean)."""
-        if models <= 1:
-            return self.fit(data, params, settings)
+        return self.fit_ensemble(
+            data,
+            [(params, replace(settings, seed=(settings.seed + i) % 2**31)) for i in range(models)],
+        )
+
+    def fit_ensemble(
+        self,
+        data: PreparedData,
+        members: Sequence[tuple[Mapping[str, Any] | None, FitSettings]],
+    ) -> FitResult:
+        """Each member fitted, then merged with ``catboost.sum_models`` (weights 1/n): one
+        ``.cbm`` whose raw output is the members' mean. Oblivious trees of any depth merge,
+        so members may differ in every parameter, not only the seed."""
+        if len(members) <= 1:
+            return super().fit_ensemble(data, members)
         from catboost import sum_models
 
-        results = [
-            self.fit(data, params, replace(settings, seed=(settings.seed + i) % 2**31))
-            for i in range(models)
-        ]
+        results = [self.fit(data, params, settings) for params, settings in members]
+        models = len(results)
         first = results[0]
         merged = sum_models([r.model.native for r in results], weights=[1.0 / models] * models)
         model = CatBoostModel(
