@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import datetime as dt
 import fcntl
 import hashlib
 import json
@@ -59,6 +60,7 @@ __all__ = [
     "GcsArtifactStore",
     "InvalidArtifactKey",
     "LocalArtifactStore",
+    "default_gcs_client",
     "open_store",
     "validate_key",
     "validate_prefix",
@@ -127,6 +129,8 @@ class ArtifactStore(Protocol):
     def delete_prefix(self, prefix: str) -> int: ...
 
     def list(self, prefix: str = "") -> builtins.list[str]: ...
+
+    def list_with_times(self, prefix: str = "") -> builtins.list[tuple[str, dt.datetime]]: ...
 
     def uri_for(self, key: str) -> str: ...
 
@@ -449,6 +453,17 @@ class LocalArtifactStore:
                 keys.append(key)
         return sorted(keys)
 
+    def list_with_times(self, prefix: str = "") -> builtins.list[tuple[str, dt.datetime]]:
+        """``list`` with each key's last write time (UTC): what an orphan sweep ages by."""
+        found = []
+        for key in self.list(prefix):
+            try:
+                mtime = self._path(key).stat().st_mtime
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            found.append((key, dt.datetime.fromtimestamp(mtime, dt.UTC)))
+        return found
+
     def uri_for(self, key: str) -> str:
         return self._path(key).as_uri()
 
@@ -491,7 +506,7 @@ def _gcs_errors(key: str) -> Iterator[None]:
         raise
 
 
-def _default_gcs_client() -> Any:
+def default_gcs_client() -> Any:
     """A storage client; with STORAGE_EMULATOR_HOST set it talks to the emulator, anonymously."""
     from google.cloud import storage
 
@@ -537,7 +552,7 @@ class GcsArtifactStore:
         """The bucket handle; the client is created lazily so construction never does I/O."""
         if self._bucket is None:
             if self._client is None:
-                self._client = _default_gcs_client()
+                self._client = default_gcs_client()
             self._bucket = self._client.bucket(self.bucket_name)
         return self._bucket
 
@@ -702,6 +717,10 @@ class GcsArtifactStore:
         return len(keys)
 
     def list(self, prefix: str = "") -> builtins.list[str]:
+        return [key for key, _ in self.list_with_times(prefix)]
+
+    def list_with_times(self, prefix: str = "") -> builtins.list[tuple[str, dt.datetime]]:
+        """``list`` with each object's last write time (``updated``, UTC)."""
         validate_prefix(prefix)
         with _gcs_errors(prefix):
             blobs = self.bucket.client.list_blobs(
@@ -710,8 +729,8 @@ class GcsArtifactStore:
                 timeout=self.timeout,
                 retry=self._retry(),
             )
-            names = [blob.name for blob in blobs]
-        return sorted(name[len(self.prefix) :] for name in names)
+            found = [(blob.name, blob.updated) for blob in blobs]
+        return sorted((name[len(self.prefix) :], updated) for name, updated in found)
 
     def uri_for(self, key: str) -> str:
         return f"gs://{self.bucket_name}/{self._name(key)}"

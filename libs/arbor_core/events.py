@@ -32,7 +32,7 @@ from nats.js import api as js_api
 
 from arbor_core.errors import InvalidArgument, Unavailable
 from arbor_core.logging import request_id_scope
-from arbor_core.telemetry import continue_trace
+from arbor_core.telemetry import continue_trace, current_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -299,17 +299,6 @@ def new_event(
     )
     event.time.FromDatetime(time or dt.datetime.now(dt.UTC))
     return event
-
-
-def current_traceparent() -> str:
-    """The W3C ``traceparent`` of the active OpenTelemetry span, or ``""``."""
-    try:
-        from opentelemetry.propagate import inject
-    except ImportError:  # pragma: no cover - opentelemetry is a dependency
-        return ""
-    carrier: dict[str, str] = {}
-    inject(carrier)
-    return carrier.get("traceparent", "")
 
 
 # --------------------------------------------------------------------------- publishing

@@ -45,6 +45,7 @@ import logging
 import os
 import threading
 import weakref
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -61,6 +62,8 @@ METRICS_PORT_BASE = 9464
 #: Offsets from ``METRICS_PORT_BASE`` per process kind; the worker is ``training-worker``.
 COMPONENTS = ("split", "training", "registry", "inference", "training-worker")
 METRICS_HOST_ENV = "ARBOR_METRICS_HOST"
+#: prediction counts buffered at most before they are handed to the counter inline
+_MAX_PENDING = 4096
 
 
 def metrics_port_env(component: str) -> str:
@@ -204,6 +207,7 @@ class ArborMetrics:
         provider = meter_provider or metrics.get_meter_provider()
         meter = provider.get_meter("arbor")
         self._caches: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._prediction_attributes: dict[tuple[str, str], dict[str, str]] = {}
         self._lock = threading.Lock()
         self.trials = meter.create_counter(
             "arbor.training.trials",
@@ -222,6 +226,14 @@ class ArborMetrics:
             "arbor.inference.predictions",
             unit="{row}",
             description="Rows predicted, by model name and method",
+        )
+        # Predict's hot path only appends here; collections hand the rows to the counter
+        # (asynchronous callbacks run before the instruments are read).
+        self._pending_predictions: deque[tuple[dict[str, str], int]] = deque()
+        meter.create_observable_gauge(
+            "arbor.inference.predictions.pending",
+            callbacks=[self._flush_callback],
+            description="internal: moves buffered prediction counts in; reports nothing",
         )
         for field, unit, description in (
             ("hits", "{lookup}", "Model lookups answered from the cache"),
@@ -282,7 +294,39 @@ class ArborMetrics:
 
     def predictions_served(self, rows: int, *, model: str, method: str = "predict") -> None:
         if rows > 0:
-            self.predictions.add(rows, {"model": model, "method": method})
+            # one attributes dict per (model, method), not one per call: this is on Predict's
+            # hot path (bounded: the model cache holds a few models)
+            key = (model, method)
+            attributes = self._prediction_attributes.get(key)
+            if attributes is None:
+                if len(self._prediction_attributes) > 1024:
+                    self._prediction_attributes.clear()
+                attributes = self._prediction_attributes[key] = {"model": model, "method": method}
+            pending = self._pending_predictions
+            pending.append((attributes, rows))
+            if len(pending) > _MAX_PENDING:  # nothing collects (no reader): keep it bounded
+                self.flush_predictions()
+
+    def flush_predictions(self) -> None:
+        """Move buffered prediction counts into the counter (thread-safe)."""
+        pending = self._pending_predictions
+        totals: dict[int, list[Any]] = {}
+        while True:
+            try:
+                attributes, rows = pending.popleft()
+            except IndexError:
+                break
+            entry = totals.get(id(attributes))
+            if entry is None:
+                totals[id(attributes)] = [attributes, rows]
+            else:
+                entry[1] += rows
+        for attributes, rows in totals.values():
+            self.predictions.add(rows, attributes)
+
+    def _flush_callback(self, _options: CallbackOptions) -> Iterable[Observation]:
+        self.flush_predictions()
+        return ()
 
 
 _default: ArborMetrics | None = None

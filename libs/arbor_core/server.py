@@ -4,9 +4,10 @@ A service hands over a ``register`` callable (adds its servicers, returns the fu
 names), readiness checks (database, NATS reachable) and background tasks (outbox relay,
 subscribers). This module adds the rest, identically for every service:
 
-* interceptors, outermost first: telemetry (span + metrics, health filtered out) -> auth
-  (bearer token; health and reflection open) -> request id -> error mapping -> access log;
-  each wraps all four handler kinds, so streaming calls get the same treatment as unary ones;
+* one interceptor (``ArborInterceptor``) doing, outermost first: telemetry (span + metrics,
+  health filtered out) -> auth (bearer token; health and reflection open) -> request id ->
+  error mapping -> access log; it wraps all four handler kinds, so streaming calls get the
+  same treatment as unary ones;
 * ``grpc.health.v1.Health``: every service name and ``""`` start NOT_SERVING and turn SERVING
   only once all readiness checks pass; a loop re-checks and flips back when a dependency goes;
 * server reflection for the services, health and reflection itself (``grpcurl list``);
@@ -31,12 +32,12 @@ import inspect
 import ipaddress
 import logging
 import os
+import random
 import re
 import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from arbor_core.config import Settings
 from arbor_core.errors import ArborError, FailedPrecondition, InvalidArgument, Unauthenticated
@@ -52,12 +54,15 @@ from arbor_core.logging import configure_logging, request_id_var
 from arbor_core.metrics import start_process_telemetry
 from arbor_core.status_details import REQUEST_ID_KEY, internal_status, status_for_error
 from arbor_core.telemetry import (
+    TRACEPARENT,
+    TRACESTATE,
     Telemetry,
     attach,
+    context_from_traceparent,
     default_telemetry,
-    extract_context,
     rpc_attributes,
     set_current,
+    unrecorded_span,
 )
 
 log = logging.getLogger(__name__)
@@ -72,7 +77,6 @@ ReadinessCheck = Callable[[], Awaitable[bool]]
 BackgroundTask = Callable[[], Awaitable[Any]]
 ShutdownHook = Callable[[], Awaitable[Any]]
 Register = Callable[[grpc.aio.Server], list[str]]
-Around = Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]
 
 ALLOW_INSECURE_BIND_ENV = "ARBOR_ALLOW_INSECURE_BIND"
 TLS_CERT_ENV = "ARBOR_TLS_CERT"
@@ -104,13 +108,6 @@ _SERVER_FAULT_CODES = frozenset(
 
 def _is_health(method: str) -> bool:
     return method.startswith(f"/{HEALTH_SERVICE}/")
-
-
-def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
-    for k, v in context.invocation_metadata() or ():
-        if k == key:
-            return v.decode("ascii", "replace") if isinstance(v, bytes) else v
-    return None
 
 
 def _merge_trailing(
@@ -224,14 +221,6 @@ def _refuse_malformed(inner: Callable[..., Any], request: Any) -> None:
         )
 
 
-async def _call_unary(inner: Callable[..., Any], request: Any, context: Any) -> Any:
-    _refuse_malformed(inner, request)
-    result = inner(request, context)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
 async def _iterate_responses(
     inner: Callable[..., Any], request: Any, context: Any
 ) -> AsyncIterator[Any]:
@@ -248,137 +237,47 @@ async def _iterate_responses(
             yield item
 
 
-def wrap_handler(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMethodHandler:
-    """The same handler, run inside ``around(context)``, for any of the four RPC kinds.
-
-    Exceptions raised by the handler (for streaming responses: also mid-stream, between
-    messages) pass through ``around``'s ``__aexit__``, which may translate them.
-    """
-    unary_request = bool(handler.unary_unary or handler.unary_stream)
-    serializers = {
-        "request_deserializer": (
-            _safe_deserializer(handler.request_deserializer)
-            if unary_request
-            else handler.request_deserializer
-        ),
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary or handler.stream_unary:
-        inner = handler.unary_unary or handler.stream_unary
-
-        async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with around(context):
-                return await _call_unary(inner, request, context)
-
-        unary_response._arbor_wrapped = True  # type: ignore[attr-defined]
-
-        factory = (
-            grpc.unary_unary_rpc_method_handler
-            if handler.unary_unary
-            else grpc.stream_unary_rpc_method_handler
-        )
-        return factory(unary_response, **serializers)
-
-    inner = handler.unary_stream or handler.stream_stream
-
-    async def stream_response(
-        request: Any, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Any]:
-        async with around(context):
-            async for response in _iterate_responses(inner, request, context):
-                yield response
-
-    stream_response._arbor_wrapped = True  # type: ignore[attr-defined]
-
-    factory = (
-        grpc.unary_stream_rpc_method_handler
-        if handler.unary_stream
-        else grpc.stream_stream_rpc_method_handler
-    )
-    return factory(stream_response, **serializers)
-
-
-class AroundInterceptor(grpc.aio.ServerInterceptor):
-    """Base for interceptors expressed as an async context manager around each call."""
-
-    def applies_to(self, method: str) -> bool:
-        return True
-
-    def around(
-        self, method: str, context: grpc.aio.ServicerContext
-    ) -> AbstractAsyncContextManager[None]:
-        raise NotImplementedError
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or not self.applies_to(method):
-            return handler
-        return wrap_handler(handler, lambda context: self.around(method, context))
-
-
 def _final_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     code = context.code()
     return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK
 
 
-# --- the interceptors ----------------------------------------------------------------------
+# --- the interceptor -----------------------------------------------------------------------
+#
+# One interceptor does, per call and in this order (outermost first), what five nested ones
+# used to: telemetry (span + metrics; health not traced) -> auth (bearer token; health and
+# reflection open) -> request id -> error mapping -> access log -> the handler. Fused into
+# one coroutine (one wrapper, one metadata scan, per-method attributes computed once, the
+# wrapped handler cached per method), a call pays a few microseconds here instead of ~0.3 ms
+# of nested context managers.
+
+ACCESS_LOG_SAMPLE_ENV = "ARBOR_ACCESS_LOG_SAMPLE"
 
 
-class TelemetryInterceptor(AroundInterceptor):
-    """A SERVER span per RPC (parent from ``traceparent``) plus request and duration metrics.
-
-    The span's context is attached without a later detach: grpc.aio runs each RPC in a
-    context of its own that is discarded afterwards, and detaching from an async generator
-    finalised elsewhere would fail.
-    """
-
-    def __init__(self, telemetry: Telemetry) -> None:
-        self.telemetry = telemetry
-
-    def applies_to(self, method: str) -> bool:
-        return not _is_health(method)
-
-    @asynccontextmanager
-    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        attributes = dict(rpc_attributes(method))
-        parent = extract_context(context.invocation_metadata())
-        span = self.telemetry.tracer.start_span(
-            method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=attributes
+def _access_log_sample() -> float:
+    """Fraction of successful calls written to the access log (errors are always logged)."""
+    raw = os.environ.get(ACCESS_LOG_SAMPLE_ENV, "").strip()
+    if not raw:
+        return 1.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise InvalidArgument(
+            f"{ACCESS_LOG_SAMPLE_ENV} must be a fraction in [0, 1], not {raw!r}",
+            field=ACCESS_LOG_SAMPLE_ENV,
+            reason="ACCESS_LOG_SAMPLE_INVALID",
         )
-        attach(trace.set_span_in_context(span, parent))
-        set_current(self.telemetry)  # outbound calls of this RPC: CLIENT spans, same providers
-        started = time.perf_counter()
-        code = grpc.StatusCode.UNKNOWN
-        try:
-            yield
-            code = _final_code(context)
-        except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            code = grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            span.set_attribute("rpc.grpc.status_code", code.value[0])
-            if code in _SERVER_FAULT_CODES:
-                span.set_status(Status(StatusCode.ERROR, code.name))
-            span.end()
-            labels = {**attributes, "rpc.grpc.status_code": code.value[0]}
-            self.telemetry.request_counter.add(1, labels)
-            self.telemetry.duration_ms.record(elapsed_ms, labels)
+    return value
 
 
-class AuthInterceptor(AroundInterceptor):
+class AuthInterceptor:
     """Bearer-token check against the configured tokens; health and reflection stay open.
 
     The token is compared with every configured token in constant time (``hmac.compare_digest``,
     all of them, no early exit), so timing says nothing about how close a guess was.
+    (The check itself; ``ArborInterceptor`` runs it for each call.)
     """
 
     def __init__(self, tokens: Sequence[str]) -> None:
@@ -402,58 +301,224 @@ class AuthInterceptor(AroundInterceptor):
         matches = [hmac.compare_digest(candidate, known) for known in self._tokens]
         return None if any(matches) else "INVALID_CREDENTIALS"
 
-    @asynccontextmanager
-    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        reason = self.authenticate(_metadata_value(context, "authorization"))
-        if reason is not None:
-            log.warning("rejected unauthenticated call", extra={"method": method, "reason": reason})
-            status = status_for_error(
-                Unauthenticated("a valid bearer token is required", reason=reason)
+
+def request_id_from(candidate: str | None) -> str:
+    """The caller's ``x-request-id`` when usable, else a new uuid4."""
+    if candidate and _REQUEST_ID_RE.match(candidate):
+        return candidate
+    return str(uuid.uuid4())
+
+
+class _Method:
+    """What the interceptor derives from a method name once (not per call)."""
+
+    __slots__ = ("access_level", "attributes", "auth", "labels", "name", "path", "traced")
+
+    def __init__(self, path: str, auth: bool) -> None:
+        self.path = path
+        self.name = path.lstrip("/")
+        self.traced = not _is_health(path)
+        self.auth = auth
+        self.access_level = logging.DEBUG if _is_health(path) else logging.INFO
+        self.attributes = dict(rpc_attributes(path))
+        self.labels: dict[grpc.StatusCode, dict[str, Any]] = {}
+
+    def labels_for(self, code: grpc.StatusCode) -> dict[str, Any]:
+        labels = self.labels.get(code)
+        if labels is None:
+            labels = self.labels[code] = {**self.attributes, "rpc.grpc.status_code": code.value[0]}
+        return labels
+
+
+class _Metadata:
+    """The request headers the interceptor reads, from one scan of the metadata."""
+
+    __slots__ = ("authorization", "request_id", "traceparent", "tracestate")
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self.authorization = self.request_id = self.traceparent = self.tracestate = None
+        for key, value in context.invocation_metadata() or ():
+            if key in _READ_KEYS:
+                text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+                setattr(self, _READ_KEYS[key], text)
+
+
+_READ_KEYS = {
+    "authorization": "authorization",
+    REQUEST_ID_KEY: "request_id",
+    TRACEPARENT: "traceparent",
+    TRACESTATE: "tracestate",
+}
+
+
+def _exception_code(exc: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The status a handler's exception ends in (for the access log, before mapping)."""
+    if isinstance(exc, ArborError):
+        return exc.code
+    if isinstance(exc, grpc.aio.AbortError):
+        return context.code() or grpc.StatusCode.UNKNOWN
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.CANCELLED
+    if isinstance(exc, grpc.aio.AioRpcError):
+        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return grpc.StatusCode.UNAVAILABLE
+        return grpc.StatusCode.INTERNAL
+    if isinstance(exc, Exception):
+        return grpc.StatusCode.INTERNAL
+    return grpc.StatusCode.UNKNOWN
+
+
+class ArborInterceptor(grpc.aio.ServerInterceptor):
+    """Telemetry, auth, request id, error mapping and access log, for all four RPC kinds.
+
+    * **telemetry**: a SERVER span per RPC (parent from ``traceparent``), recorded only when
+      the tracer provider has a span processor; otherwise a non-recording span with valid ids
+      is made current (logs and outbound calls still carry the trace). Request and duration
+      metrics by method and code. Health checks are not traced. The span's context is
+      attached without a later detach: grpc.aio runs each RPC in a context of its own.
+    * **auth**: ``AuthInterceptor``'s check; UNAUTHENTICATED with ErrorInfo otherwise.
+    * **request id**: ``x-request-id`` from the caller (or a uuid4) in the contextvar and in
+      the trailing metadata of every outcome, also when the handler replaced the trailers.
+    * **errors**: ArborError -> its code with google.rpc details; a downstream AioRpcError ->
+      UNAVAILABLE or INTERNAL; anything else -> INTERNAL, generic on the wire, traceback in
+      the log. Cancellation (client gone, deadline) passes through as CANCELLED.
+    * **access log**: one line per call (method, code, duration_ms, peer), health at DEBUG;
+      ``ARBOR_ACCESS_LOG_SAMPLE`` (0..1, default 1) samples successful calls, errors are
+      always logged. Nothing is built when the level is off.
+    """
+
+    def __init__(
+        self, telemetry: Telemetry, tokens: Sequence[str], access_sample: float | None = None
+    ) -> None:
+        self.telemetry = telemetry
+        self.auth = AuthInterceptor(tokens)
+        self.access_sample = _access_log_sample() if access_sample is None else access_sample
+        self._handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method: str = handler_call_details.method
+        cached = self._handlers.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, _Method(method, self.auth.applies_to(method)))
+        self._handlers[method] = (handler, wrapped)
+        return wrapped
+
+    # -- per call -----------------------------------------------------------------------
+
+    def _start_span(self, info: _Method, headers: _Metadata) -> Span:
+        """Make this call's span current (recording only when something receives spans)."""
+        telemetry = self.telemetry
+        parent = (
+            context_from_traceparent(headers.traceparent, headers.tracestate or "")
+            if headers.traceparent
+            else Context()  # a new trace, whatever was current when the server started
+        )
+        if telemetry.records_spans():
+            span: Span = telemetry.tracer.start_span(
+                info.name, context=parent, kind=SpanKind.SERVER, attributes=info.attributes
             )
-            await context.abort(status.code, status.details, status.trailing_metadata)
-        yield
+        else:
+            span = unrecorded_span(parent)
+        attach(trace.set_span_in_context(span, parent))
+        set_current(telemetry)  # outbound calls of this RPC: CLIENT spans, same providers
+        return span
 
+    def _finish(
+        self, info: _Method, span: Span | None, started: float, code: grpc.StatusCode
+    ) -> None:
+        if span is None:
+            return
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if span.is_recording():
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code in _SERVER_FAULT_CODES:
+                span.set_status(Status(StatusCode.ERROR, code.name))
+            span.end()
+        self.telemetry.record_rpc(info.labels_for(code), elapsed_ms)
 
-class RequestIdInterceptor(AroundInterceptor):
-    """Takes ``x-request-id`` from the caller (or makes a uuid4), sets the contextvar, and
-    returns it in the trailing metadata of every outcome."""
+    def _admit(
+        self, info: _Method, headers: _Metadata, context: grpc.aio.ServicerContext
+    ) -> grpc.Status | None:
+        """Auth, then the request id: None when the call may go on, else the refusal."""
+        if info.auth:
+            reason = self.auth.authenticate(headers.authorization)
+            if reason is not None:
+                log.warning(
+                    "rejected unauthenticated call", extra={"method": info.path, "reason": reason}
+                )
+                return status_for_error(
+                    Unauthenticated("a valid bearer token is required", reason=reason)
+                )
+        request_id = request_id_from(headers.request_id)
+        # No reset: the RPC's context dies with the call.
+        request_id_var.set(request_id)
+        context.set_trailing_metadata(
+            _merge_trailing(context.trailing_metadata(), ((REQUEST_ID_KEY, request_id),))
+        )
+        return None
 
     @staticmethod
-    def request_id_from(context: grpc.aio.ServicerContext) -> str:
-        candidate = _metadata_value(context, REQUEST_ID_KEY)
-        if candidate and _REQUEST_ID_RE.match(candidate):
-            return candidate
-        return str(uuid.uuid4())
+    def _keep_request_id(context: grpc.aio.ServicerContext) -> None:
+        """The handler may have replaced the trailing metadata; put the id back."""
+        if context.done():
+            return
+        request_id = request_id_var.get()
+        current = context.trailing_metadata() or ()
+        if (REQUEST_ID_KEY, request_id) not in current:
+            context.set_trailing_metadata(_merge_trailing(current, ((REQUEST_ID_KEY, request_id),)))
 
-    @asynccontextmanager
-    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        request_id = self.request_id_from(context)
-        # No reset: the RPC's context dies with the call (see TelemetryInterceptor).
-        request_id_var.set(request_id)
-        trailer = ((REQUEST_ID_KEY, request_id),)
-        context.set_trailing_metadata(_merge_trailing(context.trailing_metadata(), trailer))
-        yield
-        # The handler may have replaced the trailing metadata; put the id back.
-        if not context.done():
-            context.set_trailing_metadata(_merge_trailing(context.trailing_metadata(), trailer))
-
-
-class ErrorMappingInterceptor(AroundInterceptor):
-    """The one place exceptions become statuses: ArborError -> its code with google.rpc
-    details; anything else -> INTERNAL with a generic message and the traceback in the log."""
-
-    @asynccontextmanager
-    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    def _peer(self, info: _Method, context: grpc.aio.ServicerContext) -> str | bool | None:
+        """The peer for the access log (False: the log is off for this method). Read at the
+        start, while the call is alive: once a client has dropped a stream the call may be
+        torn down, and grpcio's context.peer() then crashes the process (SIGSEGV)."""
+        if not access_log.isEnabledFor(info.access_level):
+            return False
         try:
-            yield
-        except grpc.aio.BaseError:
+            return context.peer()
+        except Exception:
+            return None
+
+    def _access(
+        self, info: _Method, code: grpc.StatusCode, started: float, peer: str | None
+    ) -> None:
+        sample = self.access_sample
+        if code is grpc.StatusCode.OK and sample < 1.0 and random.random() >= sample:
+            return
+        access_log.log(
+            info.access_level,
+            "%s %s",
+            info.path,
+            code.name,
+            extra={
+                "method": info.path,
+                "code": code.name,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "peer": peer,
+            },
+        )
+
+    async def _map_error(
+        self, info: _Method, context: grpc.aio.ServicerContext, exc: Exception
+    ) -> None:
+        """The one place exceptions become statuses; returns only when ``exc`` must propagate
+        as it is (grpc's own signals, or a call already finished)."""
+        if isinstance(exc, grpc.aio.BaseError):
             # AbortError from a handler's own context.abort, or grpc's internal signals such
             # as "server stopped": the status is settled or cannot be sent any more.
-            raise
-        except ArborError as exc:
-            if context.done():
-                raise
-            request_id = request_id_var.get()
+            return
+        if context.done():
+            return
+        method = info.path
+        request_id = request_id_var.get()
+        if isinstance(exc, ArborError):
             level = logging.ERROR if exc.code in _SERVER_FAULT_CODES else logging.INFO
             log.log(
                 level,
@@ -463,10 +528,7 @@ class ErrorMappingInterceptor(AroundInterceptor):
                 extra={"method": method, "code": exc.code.name, "reason": exc.reason},
             )
             status = status_for_error(exc, request_id)
-            await self._abort(context, status)
-        except grpc.aio.AioRpcError as exc:
-            if context.done():
-                raise
+        elif isinstance(exc, grpc.aio.AioRpcError):
             # A downstream call failed and the handler did not translate it. Say UNAVAILABLE
             # when the dependency was unreachable (the caller may retry), INTERNAL otherwise;
             # never forward the downstream message.
@@ -474,80 +536,141 @@ class ErrorMappingInterceptor(AroundInterceptor):
                 "%s failed: downstream call returned %s",
                 method,
                 exc.code().name,
-                exc_info=True,
+                exc_info=exc,
                 extra={"method": method, "downstream_code": exc.code().name},
             )
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 status = internal_status(
-                    request_id_var.get(),
+                    request_id,
                     code=grpc.StatusCode.UNAVAILABLE,
                     reason="DEPENDENCY_UNAVAILABLE",
                     message="a dependency is unavailable",
                 )
             else:
-                status = internal_status(request_id_var.get())
-            await self._abort(context, status)
-        except Exception as exc:
-            if context.done():
-                raise
-            log.exception("%s failed with an unexpected error", method, extra={"method": method})
+                status = internal_status(request_id)
+        else:
+            log.error(
+                "%s failed with an unexpected error",
+                method,
+                exc_info=exc,
+                extra={"method": method},
+            )
             trace.get_current_span().record_exception(exc)
-            await self._abort(context, internal_status(request_id_var.get()))
-
-    @staticmethod
-    async def _abort(context: grpc.aio.ServicerContext, status: grpc.Status) -> None:
+            status = internal_status(request_id)
         trailing = _merge_trailing(context.trailing_metadata(), status.trailing_metadata)
         await context.abort(status.code, status.details, trailing)
 
+    # -- the four kinds -----------------------------------------------------------------
 
-class AccessLogInterceptor(AroundInterceptor):
-    """One JSON line per call: method, code, duration_ms, peer (health checks at DEBUG)."""
+    def _wrap(self, handler: grpc.RpcMethodHandler, info: _Method) -> grpc.RpcMethodHandler:
+        unary_request = bool(handler.unary_unary or handler.unary_stream)
+        serializers = {
+            "request_deserializer": (
+                _safe_deserializer(handler.request_deserializer)
+                if unary_request
+                else handler.request_deserializer
+            ),
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary or handler.stream_unary:
+            factory = (
+                grpc.unary_unary_rpc_method_handler
+                if handler.unary_unary
+                else grpc.stream_unary_rpc_method_handler
+            )
+            inner = handler.unary_unary or handler.stream_unary
+            return factory(self._unary(inner, info), **serializers)
+        factory = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.unary_stream
+            else grpc.stream_stream_rpc_method_handler
+        )
+        inner = handler.unary_stream or handler.stream_stream
+        return factory(self._stream(inner, info), **serializers)
 
-    @asynccontextmanager
-    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        started = time.perf_counter()
-        code = grpc.StatusCode.UNKNOWN
-        # Read the peer now, while the call is alive: once a client has dropped a stream the
-        # call may be torn down, and grpcio's context.peer() then crashes the process (SIGSEGV).
-        try:
-            peer: str | None = context.peer()
-        except Exception:
-            peer = None
-        try:
-            yield
-            code = _final_code(context)
-        except ArborError as exc:
-            code = exc.code
-            raise
-        except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except grpc.aio.AioRpcError as exc:
-            code = (
-                grpc.StatusCode.UNAVAILABLE
-                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-                else grpc.StatusCode.INTERNAL
-            )
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            raise
-        finally:
-            access_log.log(
-                logging.DEBUG if _is_health(method) else logging.INFO,
-                "%s %s",
-                method,
-                code.name,
-                extra={
-                    "method": method,
-                    "code": code.name,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "peer": peer,
-                },
-            )
+    def _unary(self, inner: Callable[..., Any], info: _Method) -> Callable[..., Any]:
+        async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            headers = _Metadata(context)
+            span = self._start_span(info, headers) if info.traced else None
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                refused = self._admit(info, headers, context)
+                if refused is not None:
+                    await context.abort(refused.code, refused.details, refused.trailing_metadata)
+                try:
+                    peer = self._peer(info, context)
+                    inner_code = grpc.StatusCode.UNKNOWN
+                    try:
+                        if isinstance(request, MalformedRequest):
+                            _refuse_malformed(inner, request)
+                        result = inner(request, context)
+                        if inspect.isawaitable(result):
+                            result = await result
+                        inner_code = _final_code(context)
+                    except BaseException as exc:
+                        inner_code = _exception_code(exc, context)
+                        raise
+                    finally:
+                        if peer is not False:
+                            self._access(info, inner_code, started, peer)  # type: ignore[arg-type]
+                except Exception as exc:
+                    await self._map_error(info, context, exc)
+                    raise
+                self._keep_request_id(context)
+                code = _final_code(context)
+                return result
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                self._finish(info, span, started, code)
+
+        return unary_response
+
+    def _stream(self, inner: Callable[..., Any], info: _Method) -> Callable[..., Any]:
+        async def stream_response(
+            request: Any, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            headers = _Metadata(context)
+            span = self._start_span(info, headers) if info.traced else None
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                refused = self._admit(info, headers, context)
+                if refused is not None:
+                    await context.abort(refused.code, refused.details, refused.trailing_metadata)
+                try:
+                    peer = self._peer(info, context)
+                    inner_code = grpc.StatusCode.UNKNOWN
+                    try:
+                        async for response in _iterate_responses(inner, request, context):
+                            yield response
+                        inner_code = _final_code(context)
+                    except BaseException as exc:
+                        inner_code = _exception_code(exc, context)
+                        raise
+                    finally:
+                        if peer is not False:
+                            self._access(info, inner_code, started, peer)  # type: ignore[arg-type]
+                except Exception as exc:
+                    await self._map_error(info, context, exc)
+                    raise
+                self._keep_request_id(context)
+                code = _final_code(context)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                self._finish(info, span, started, code)
+
+        return stream_response
 
 
 # --- binding -------------------------------------------------------------------------------
@@ -623,6 +746,7 @@ class ServiceRunner:
         background_tasks: Sequence[BackgroundTask] = (),
         *,
         shutdown_hooks: Sequence[ShutdownHook] = (),
+        draining_hooks: Sequence[ShutdownHook] = (),
         telemetry: Telemetry | None = None,
         readiness_interval: float = 5.0,
         readiness_timeout: float = 3.0,
@@ -632,6 +756,7 @@ class ServiceRunner:
         self._checks = list(readiness_checks)
         self._background = list(background_tasks)
         self._shutdown_hooks = list(shutdown_hooks)
+        self._draining_hooks = list(draining_hooks)
         self._telemetry = telemetry
         self.readiness_interval = readiness_interval
         self.readiness_timeout = readiness_timeout
@@ -659,13 +784,7 @@ class ServiceRunner:
         if self._telemetry is None:
             self._telemetry = default_telemetry(self.settings.service)
         telemetry = self._telemetry
-        return [
-            TelemetryInterceptor(telemetry),
-            AuthInterceptor(self.settings.auth_tokens),
-            RequestIdInterceptor(),
-            ErrorMappingInterceptor(),
-            AccessLogInterceptor(),
-        ]
+        return [ArborInterceptor(telemetry, self.settings.auth_tokens)]
 
     def _options(self) -> list[tuple[str, int]]:
         size = self.settings.max_message_bytes
@@ -821,6 +940,7 @@ class ServiceRunner:
         grace = self.settings.grace_seconds if grace is None else grace
         log.info("shutting down", extra={"grace_seconds": grace})
         await self.health.enter_graceful_shutdown()
+        await self._run_draining_hooks()
         if self._server is not None:
             await self._server.stop(grace)
         for task in self._tasks:
@@ -835,6 +955,15 @@ class ServiceRunner:
             self._telemetry.flush()
         log.info("stopped")
         self._stopped.set()
+
+    async def _run_draining_hooks(self) -> None:
+        """Run when shutdown begins, before the drain: a hook ends long-lived streams (e.g.
+        WatchExperiment) that would otherwise hold ``stop(grace)`` for the whole grace."""
+        for hook in self._draining_hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("draining hook failed", extra={"hook": repr(hook)})
 
     async def wait_for_termination(self) -> None:
         await self._stopped.wait()

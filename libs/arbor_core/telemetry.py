@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -37,6 +39,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -51,7 +54,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanProcessor,
 )
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from arbor_core.errors import FailedPrecondition
@@ -63,6 +66,8 @@ TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _METRIC_EXPORT_INTERVAL_MS = 60_000
+#: RPC measurements buffered at most before they are handed to the instruments inline
+_MAX_PENDING_RPCS = 4096
 
 _global_installed = False
 _default: dict[str, Telemetry] = {}
@@ -83,6 +88,7 @@ class Telemetry:
     client_tracer: trace.Tracer = field(init=False)
     request_counter: metrics.Counter = field(init=False)
     duration_ms: metrics.Histogram = field(init=False)
+    _pending: deque[tuple[Mapping[str, Any], float]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.tracer = self.tracer_provider.get_tracer("arbor_core.server")
@@ -94,9 +100,61 @@ class Telemetry:
         self.duration_ms = meter.create_histogram(
             "rpc.server.duration", unit="ms", description="RPC duration, by method and code"
         )
+        self._pending = deque()
+        # Collections run asynchronous callbacks before reading the instruments: this one
+        # hands the RPCs recorded since the last collection to the two instruments above.
+        meter.create_observable_gauge(
+            "arbor.rpc.server.pending",
+            callbacks=[self._flush_callback],
+            description="internal: moves buffered RPC measurements in; reports nothing",
+        )
+
+    def record_rpc(self, attributes: Mapping[str, Any], elapsed_ms: float) -> None:
+        """One finished RPC for ``rpc.server.requests`` and ``rpc.server.duration``.
+
+        The SDK's per-measurement work (~10 us per instrument) is not done here, on the
+        request path, but when a reader collects; ``attributes`` must not be mutated after.
+        """
+        pending = self._pending
+        pending.append((attributes, elapsed_ms))
+        if len(pending) > _MAX_PENDING_RPCS:  # nothing collects (no reader): keep it bounded
+            self.flush_rpcs()
+
+    def flush_rpcs(self) -> None:
+        """Move buffered RPC measurements into the instruments (thread-safe)."""
+        pending = self._pending
+        counts: dict[int, list[Any]] = {}
+        while True:
+            try:
+                attributes, elapsed_ms = pending.popleft()
+            except IndexError:
+                break
+            self.duration_ms.record(elapsed_ms, attributes)
+            entry = counts.get(id(attributes))
+            if entry is None:
+                counts[id(attributes)] = [attributes, 1]
+            else:
+                entry[1] += 1
+        for attributes, count in counts.values():
+            self.request_counter.add(count, attributes)
+
+    def _flush_callback(self, _options: CallbackOptions) -> Iterable[Observation]:
+        self.flush_rpcs()
+        return ()
+
+    def records_spans(self) -> bool:
+        """Whether a finished span goes anywhere (a span processor is configured).
+
+        Without one, the server makes a non-recording span current instead of building a
+        full SDK span that would be dropped. Read per call: processors may be added later.
+        """
+        active = getattr(self.tracer_provider, "_active_span_processor", None)
+        processors = getattr(active, "_span_processors", None)
+        return processors is None or bool(processors)
 
     def flush(self) -> None:
         """Push buffered spans and metrics out (called on shutdown)."""
+        self.flush_rpcs()
         self.tracer_provider.force_flush()
         self.meter_provider.force_flush()
 
@@ -290,6 +348,31 @@ def inject_metadata(
     present = {key for key, _ in pairs}
     pairs.extend((k, v) for k, v in trace_headers(context).items() if k not in present)
     return pairs
+
+
+def unrecorded_span(parent: Context | None) -> Span:
+    """A non-recording span with fresh, valid ids: a child of ``parent``'s span when it has
+    one, else a new (sampled) trace, as the SDK's default sampler would make. Logs and
+    outbound calls see the same trace context as with a recorded span, for a fraction of
+    the cost."""
+    parent_context = trace.get_current_span(parent).get_span_context() if parent else None
+    span_id = random.getrandbits(64) or 1
+    if parent_context is not None and parent_context.is_valid:
+        ids = SpanContext(
+            parent_context.trace_id,
+            span_id,
+            is_remote=False,
+            trace_flags=parent_context.trace_flags,
+            trace_state=parent_context.trace_state,
+        )
+    else:
+        ids = SpanContext(
+            random.getrandbits(128) or 1,
+            span_id,
+            is_remote=False,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        )
+    return NonRecordingSpan(ids)
 
 
 def attach(context: Context) -> object:

@@ -296,8 +296,11 @@ class CompiledPredictor:
             raise ValueError(f"expected (n, {self.n_features}) features, got {x.shape}")
         n = x.shape[0]
         out = np.empty((n, self.n_outputs), dtype=np.float64)
-        threads = _threads() if threads is None else max(1, threads)
-        if n >= PARALLEL_ROWS and threads > 1:
+        if n < PARALLEL_ROWS:  # the common small batch: no thread count to look up
+            threads = 1
+        elif threads is None:
+            threads = _threads()
+        if threads > 1:
             bounds = np.linspace(0, n, threads + 1).astype(int)
             parts = list(itertools.pairwise(int(b) for b in bounds))
             for rc in _pool().map(lambda p: self._call(x, out, p[0], p[1], margin), parts):
@@ -336,7 +339,11 @@ _shared_pool: ThreadPoolExecutor | None = None
 
 def _threads() -> int:
     raw = os.environ.get("ARBOR_COMPILED_THREADS", "").strip()
-    return max(1, int(raw)) if raw else max(1, os.cpu_count() or 1)
+    return max(1, int(raw)) if raw else _CORES
+
+
+#: ``os.cpu_count()`` reads sysfs on every call: once is enough
+_CORES = max(1, os.cpu_count() or 1)
 
 
 def _pool() -> ThreadPoolExecutor:

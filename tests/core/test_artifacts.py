@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -159,6 +160,19 @@ def test_delete_prefix_refuses_everything(store: ArtifactStore) -> None:
     with pytest.raises(InvalidArtifactKey):
         store.delete_prefix("")
     assert store.exists("a/b")
+
+
+def test_list_with_times_gives_each_keys_write_time(store: ArtifactStore) -> None:
+    """What the split service's orphan sweep ages objects by (UTC, around the write)."""
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    store.put_bytes("t/one", b"1")
+    store.put_bytes("t/sub/two", b"2")
+    store.put_bytes("other", b"3")
+    listed = store.list_with_times("t/")
+    assert [key for key, _ in listed] == store.list("t/") == ["t/one", "t/sub/two"]
+    for _, when in listed:
+        assert when.tzinfo is not None
+        assert before < when < dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
 
 
 def test_local_symlink_escape_is_refused(tmp_path: Path) -> None:

@@ -5,16 +5,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import trace
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
-from server_testkit import SERVICE, ProbeRequest, RunningProbe, capture_json_logs, serve_probe
+from server_testkit import (
+    SERVICE,
+    ProbeRequest,
+    ProbeServicer,
+    ProbeStub,
+    RunningProbe,
+    capture_json_logs,
+    make_settings,
+    register_probe,
+    serve_probe,
+)
 
 from arbor_core.errors import FailedPrecondition
+from arbor_core.server import build_server
 from arbor_core.telemetry import (
     configure_telemetry,
     context_from_traceparent,
@@ -147,3 +160,55 @@ def test_log_lines_outside_calls_have_null_ids() -> None:
     [line] = logs.where(logger="outside")
     assert line["request_id"] is None and line["trace_id"] is None
     assert line["service"] == "probe"
+
+
+async def test_without_a_span_processor_no_span_is_recorded_but_ids_still_flow() -> None:
+    """Nothing receives spans: the server skips the SDK span (its cost is the point), yet the
+    trace continues, logs carry its ids, and the metrics are recorded."""
+    reader = InMemoryMetricReader()
+    telemetry = configure_telemetry(
+        "probe", span_processors=[], metric_readers=[reader], install_global=False
+    )
+    assert not telemetry.records_spans()
+    runner = build_server(make_settings(), register_probe(ProbeServicer()), telemetry=telemetry)
+    await runner.start()
+    channel = grpc.aio.insecure_channel(runner.address)
+    try:
+        stub = ProbeStub(channel)
+        with capture_json_logs() as logs:
+            reply = await stub.Echo(
+                ProbeRequest(action="log"),
+                metadata=[("traceparent", TRACEPARENT), ("x-request-id", "rid-quiet")],
+            )
+            root = await stub.Echo(ProbeRequest(action="log"))
+        assert reply.value.startswith(f"00-{TRACE_ID}-") and reply.value.endswith("-01")
+        assert reply.value.split("-")[2] != PARENT_SPAN  # a span of its own, child of the caller
+        first, second = logs.where(message="inside handler")
+        assert first["trace_id"] == TRACE_ID and first["request_id"] == "rid-quiet"
+        assert second["trace_id"] and second["trace_id"] != TRACE_ID  # a new trace
+        assert root.value == f"00-{second['trace_id']}-{second['span_id']}-01"
+        data: Any = reader.get_metrics_data()
+        counts = [
+            point.value
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == "rpc.server.requests"
+            for point in metric.data.data_points
+        ]
+        assert sum(counts) == 2
+    finally:
+        await channel.close()
+        await runner.stop(grace=0)
+        telemetry.shutdown()
+
+
+async def test_access_log_sampling_keeps_every_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARBOR_ACCESS_LOG_SAMPLE", "0")
+    async with serve_probe() as probe:
+        with capture_json_logs() as logs:
+            await probe.stub.Echo(ProbeRequest(action="ok"))
+            with pytest.raises(grpc.aio.AioRpcError):
+                await probe.stub.Echo(ProbeRequest(action="notfound"))
+        lines = logs.where(logger="arbor.access")
+        assert [line["code"] for line in lines] == ["NOT_FOUND"]

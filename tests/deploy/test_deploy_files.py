@@ -90,3 +90,61 @@ def test_kubernetes_probes_use_each_services_default_port() -> None:
         container = doc["spec"]["template"]["spec"]["containers"][0]
         assert container["readinessProbe"]["grpc"]["port"] == DEFAULT_PORTS[service]
         assert container["livenessProbe"]["grpc"]["port"] == DEFAULT_PORTS[service]
+
+
+def test_metrics_ports_are_exposed_and_scraped() -> None:
+    """Each process's Prometheus endpoint (its default metrics port) is a container port with
+    scrape annotations in Kubernetes, and published (or exposed) with labels in Compose."""
+    from arbor_core.metrics import default_metrics_port
+
+    components = {
+        "arbor-split": "split",
+        "arbor-training": "training",
+        "arbor-registry": "registry",
+        "arbor-inference": "inference",
+        "arbor-training-worker": "training-worker",
+    }
+    seen = set()
+    for doc in _k8s_documents():
+        if doc["kind"] != "Deployment":
+            continue
+        name = doc["metadata"]["name"]
+        port = default_metrics_port(components[name])
+        template = doc["spec"]["template"]
+        container = template["spec"]["containers"][0]
+        assert {"name": "metrics", "containerPort": port} in container["ports"], name
+        annotations = template["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true", name
+        assert annotations["prometheus.io/port"] == str(port), name
+        seen.add(name)
+    assert seen == set(components)
+    for doc in _k8s_documents():
+        if doc["kind"] == "Service" and doc["metadata"]["name"] in components:
+            port = default_metrics_port(components[doc["metadata"]["name"]])
+            metrics = {"name": "metrics", "port": port, "targetPort": "metrics"}
+            assert metrics in doc["spec"]["ports"], doc["metadata"]["name"]
+
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    in_compose = {name.removeprefix("arbor-"): c for name, c in components.items()}
+    in_compose["worker"] = in_compose.pop("training-worker")
+    for name, component in in_compose.items():
+        port = str(default_metrics_port(component))
+        service = services[name]
+        published = [p.split(":")[-1] for p in service.get("ports", [])] + service.get("expose", [])
+        assert port in published, name
+        assert service["labels"]["prometheus.io/port"] == port, name
+
+
+def test_the_page_token_key_comes_from_a_secret_every_service_reads() -> None:
+    """Replicas must share ARBOR_PAGE_TOKEN_SECRET, or page tokens fail across them."""
+    docs = _k8s_documents()
+    secrets = [
+        d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "arbor-secrets"
+    ]
+    assert "ARBOR_PAGE_TOKEN_SECRET" in secrets[0]["stringData"]
+    for doc in docs:
+        if doc["kind"] == "ConfigMap":  # not in plain config
+            assert "ARBOR_PAGE_TOKEN_SECRET" not in doc["data"]
+        if doc["kind"] == "Deployment":
+            sources = doc["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+            assert {"secretRef": {"name": "arbor-secrets"}} in sources, doc["metadata"]["name"]

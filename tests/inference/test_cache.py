@@ -77,3 +77,12 @@ async def test_evict_where(pool: ThreadPoolExecutor) -> None:
         "models/m/versions/1@x"
     ]
     assert len(cache) == 2
+
+
+async def test_library_preload_is_a_readiness_check_that_skips_what_cannot_import() -> None:
+    from arbor_inference.server import LibraryPreload
+
+    preload = LibraryPreload(("json", "no_such_library_for_arbor_tests"))
+    assert await preload.ready()  # starts the thread, waits for it within the check
+    assert preload.done.is_set()
+    assert set(preload.seconds) == {"json"}

@@ -14,7 +14,7 @@ from inference_support import arrow_ipc, columnar, json_rows
 from arbor.common.v1 import common_pb2
 from arbor.registry.v1 import registry_service_pb2 as reg_pb
 from arbor_core.errors import InvalidArgument
-from arbor_inference.inputs import InputSpec, decode, parse_dtype
+from arbor_inference.inputs import InputSpec, NumericColumn, decode, parse_dtype
 
 SPEC = InputSpec.from_signature(
     reg_pb.ModelSignature(
@@ -166,3 +166,67 @@ def test_malformed_columnar_inputs() -> None:
 )
 def test_parse_dtype_reads_both_spellings(text: str, expected: pl.DataType) -> None:
     assert parse_dtype(text) == expected
+
+
+FLOATS = InputSpec.from_signature(
+    reg_pb.ModelSignature(
+        inputs=[
+            reg_pb.InputColumn(name=f"f{i}", dtype="Float64", nullable=i != 1) for i in range(4)
+        ]
+    )
+)
+
+
+@pytest.mark.parametrize("height", [1, 16, 17, 300])  # list conversion, then numpy's
+def test_all_double_columns_decode_in_one_step_like_the_general_path(height: int) -> None:
+    rng = np.random.default_rng(height)
+    frame = pl.DataFrame({f"f{i}": rng.normal(size=height) for i in range(4)})
+    fast = decode(columnar(frame), FLOATS, max_rows=1000)
+    assert fast.matrix is not None and fast.matrix.shape == (4, height)
+    # another column order takes the general path: same table
+    general = decode(columnar(frame.select(["f3", "f2", "f1", "f0"])), FLOATS, max_rows=1000)
+    assert general.matrix is None
+    assert fast.frame().equals(general.frame()) and fast.frame().equals(frame)
+    for name in frame.columns:
+        column = fast.columns[name]
+        assert isinstance(column, NumericColumn) and column.mask is None
+        np.testing.assert_array_equal(column.values, frame[name].to_numpy())
+
+
+def test_all_double_columns_fall_back_for_every_rule() -> None:
+    frame = pl.DataFrame({f"f{i}": [0.5, 1.5, 2.5] for i in range(4)})
+    nan = frame.with_columns(pl.Series("f0", [0.5, float("nan"), 2.5]))
+    table = decode(columnar(nan), FLOATS, max_rows=10)
+    assert table.matrix is None and table.frame()["f0"].null_count() == 1
+    error = problem(columnar(frame.with_columns(pl.Series("f1", [0.0, float("nan"), 1.0]))), FLOATS)
+    assert (error.reason, error.metadata) == ("VALUE_MISSING", {"column": "f1", "row": "1"})
+    error = problem(columnar(frame.with_columns(pl.Series("f2", [0.0, 1.0, float("inf")]))), FLOATS)
+    assert (error.reason, error.metadata) == ("VALUE_NOT_FINITE", {"column": "f2", "row": "2"})
+    ragged = columnar(frame)
+    ragged.columns.columns[2].double_values.values.append(1.0)
+    assert problem(ragged, FLOATS).reason == "INPUT_MALFORMED"
+    ints = columnar(frame.with_columns(pl.Series("f3", [1, 2, 3])))
+    assert decode(ints, FLOATS, max_rows=10).frame()["f3"].to_list() == [1.0, 2.0, 3.0]
+    assert problem(columnar(frame), FLOATS, max_rows=2).reason == "BATCH_TOO_LARGE"
+    with_null = columnar(frame)
+    with_null.columns.columns[0].null_indices.append(1)
+    assert decode(with_null, FLOATS, max_rows=10).frame()["f0"].null_count() == 1
+    missing = columnar(frame.drop("f3"))
+    assert problem(missing, FLOATS).reason == "COLUMN_MISSING"
+
+
+def test_small_double_batches_are_read_from_the_wire_bytes_only_when_the_layout_matches() -> None:
+    from arbor_inference.inputs import _decode_small_doubles
+
+    frame = pl.DataFrame({f"f{i}": [0.25 * i, -1.5] for i in range(4)})
+    table = _decode_small_doubles(columnar(frame).columns, FLOATS, max_rows=10)
+    assert table is not None and table.frame().equals(frame)
+    assert _decode_small_doubles(columnar(frame).columns, FLOATS, max_rows=1) is None
+    renamed = columnar(frame)
+    renamed.columns.columns[1].name = "g1"  # same length, other bytes
+    assert _decode_small_doubles(renamed.columns, FLOATS, max_rows=10) is None
+    nulls = columnar(frame)
+    nulls.columns.columns[3].null_indices.append(0)
+    assert _decode_small_doubles(nulls.columns, FLOATS, max_rows=10) is None
+    inf = columnar(frame.with_columns(pl.Series("f2", [float("inf"), 1.0])))
+    assert _decode_small_doubles(inf.columns, FLOATS, max_rows=10) is None

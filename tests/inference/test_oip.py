@@ -493,3 +493,46 @@ def test_malformed_raw_bytes_are_invalid_argument() -> None:
     with pytest.raises(InvalidArgument) as caught:
         oip.decode_tensors(request, SPEC, "m", max_rows=100)
     assert caught.value.reason == "RAW_CONTENTS_MISMATCH"
+
+
+FLOAT_SPEC = InputSpec.of(
+    ColumnSpec(f"f{i}", pl.Float64(), ColumnKind.FLOAT, nullable=True, categorical=False)
+    for i in range(3)
+)
+
+
+def matrix_request(x: np.ndarray, datatype: str = "FP64", raw: bool = True) -> Any:
+    request = v2.ModelInferRequest(model_name="m")
+    tensor = request.inputs.add(name="input-0", datatype=datatype, shape=list(x.shape))
+    if raw:
+        request.raw_input_contents.append(
+            x.astype("<f8" if datatype == "FP64" else "<f4").tobytes()
+        )
+    else:
+        tensor.contents.fp64_contents.extend(x.ravel().tolist())
+    return request
+
+
+def test_a_finite_float_matrix_becomes_a_table_without_inline_data() -> None:
+    x = np.arange(12, dtype=np.float64).reshape(4, 3) / 7
+    for request in (matrix_request(x), matrix_request(x, raw=False)):
+        table = oip.decode_matrix_table(request, FLOAT_SPEC, max_rows=100)
+        assert table is not None and table.height == 4
+        assert table.matrix is not None
+        np.testing.assert_array_equal(table.matrix.T, x)
+        general = decode(
+            oip.decode_tensors(request, FLOAT_SPEC, "m", 100), FLOAT_SPEC, max_rows=100
+        )
+        assert table.frame().equals(general.frame())
+    table = oip.decode_matrix_table(matrix_request(x, "FP32"), FLOAT_SPEC, max_rows=100)
+    assert table is not None and table.matrix is not None and table.matrix.dtype == np.float64
+    # anything else is left to decode_tensors (which names the problem)
+    nan = x.copy()
+    nan[1, 2] = np.nan
+    assert oip.decode_matrix_table(matrix_request(nan), FLOAT_SPEC, max_rows=100) is None
+    assert oip.decode_matrix_table(matrix_request(x[:, :2]), FLOAT_SPEC, max_rows=100) is None
+    assert oip.decode_matrix_table(matrix_request(x), FLOAT_SPEC, max_rows=3) is None
+    assert oip.decode_matrix_table(matrix_request(x), SPEC, max_rows=100) is None
+    short = matrix_request(x)
+    short.raw_input_contents[0] = short.raw_input_contents[0][:-8]
+    assert oip.decode_matrix_table(short, FLOAT_SPEC, max_rows=100) is None

@@ -46,6 +46,7 @@ from arbor.training.v1 import training_service_pb2 as tpb
 from arbor.training.v1 import training_service_pb2_grpc as tpb_grpc
 from arbor_core.artifacts import LocalArtifactStore
 from arbor_core.db import make_engine
+from arbor_core.status_details import error_details
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.slow]
 
@@ -354,6 +355,83 @@ async def test_sigterm_training_api_under_load(
         queued = sum(1 for s in subjects if s.endswith("experiment.queued"))
         jobs = sum(1 for s in subjects if "jobs" in s)
         assert queued == jobs == len(rows) == len(subjects) // 2, subjects
+    finally:
+        proc.kill()
+        await split.close()
+
+
+async def test_sigterm_training_api_ends_open_watches(
+    fresh_database: str, nats_url: str, nats_namespace: str, tmp_path: Path
+) -> None:
+    """Open WatchExperiment streams on an unfinished experiment end as soon as SIGTERM begins
+    shutdown (UNAVAILABLE, reason SHUTTING_DOWN: watch again), so they do not hold the drain:
+    the process exits 0 at once, well within its grace."""
+    ns = f"{nats_namespace}_{uuid.uuid4().hex[:6]}"  # no worker runs its jobs: stays QUEUED
+    data = tmp_path / "data"
+    source = write_table(data / "t.parquet", rows=200)
+    split = await start_split(
+        fresh_database, nats_url, ns, LocalArtifactStore(tmp_path / "artifacts"), data
+    )
+    proc = ServiceProcess(
+        "training",
+        {
+            **_env(tmp_path, "training", fresh_database, nats_url, ns),
+            "ARBOR_SPLIT_ADDRESS": split.address,
+            "ARBOR_TRAINING_METRICS_PORT": "0",
+        },
+        tmp_path / "training.log",
+    ).start()
+    try:
+        split_name = (
+            await spb_grpc.SplitServiceStub(split.channel).CreateSplit(
+                create_split_request(str(source)), timeout=30
+            )
+        ).split.name
+        await asyncio.to_thread(proc.wait_serving)
+        async with grpc.aio.insecure_channel(proc.address) as channel:
+            stub = tpb_grpc.TrainingServiceStub(channel)
+            experiment = (
+                await stub.CreateExperiment(
+                    tpb.CreateExperimentRequest(
+                        experiment=tpb.Experiment(
+                            split=split_name, study=tpb.StudyConfig(n_trials=2)
+                        )
+                    ),
+                    timeout=20,
+                )
+            ).experiment
+            watches = [
+                stub.WatchExperiment(tpb.WatchExperimentRequest(name=experiment.name))
+                for _ in range(2)
+            ]
+            for watch in watches:  # each is open: its first message came
+                first = await asyncio.wait_for(watch.read(), 10)
+                assert first.experiment.name == experiment.name
+
+            async def until_end(watch: Any) -> tuple[grpc.StatusCode, Any, float]:
+                while True:
+                    try:
+                        message = await watch.read()
+                    except grpc.aio.AioRpcError as err:
+                        return err.code(), err, time.monotonic()
+                    if message is grpc.aio.EOF:
+                        return grpc.StatusCode.OK, None, time.monotonic()
+
+            ends = [asyncio.create_task(until_end(w)) for w in watches]
+            await asyncio.sleep(0.5)
+            assert not any(e.done() for e in ends), "a watch ended before the signal"
+            signalled = time.monotonic()
+            proc.signal(signal.SIGTERM)
+            exit_code = await asyncio.to_thread(proc.wait, GRACE_S + 15)
+            exited = time.monotonic() - signalled
+            results = await asyncio.wait_for(asyncio.gather(*ends), 5)
+        assert exit_code == 0, proc.logs()[-3000:]
+        assert exited < GRACE_S / 2, f"exit took {exited:.1f}s: the watches held the drain"
+        for code, err, at in results:
+            assert code == grpc.StatusCode.UNAVAILABLE, err
+            assert error_details(err)["reason"] == "SHUTTING_DOWN"
+            assert at - signalled < GRACE_S / 2
+        assert "shutting down" in _shutdown_logged(proc)
     finally:
         proc.kill()
         await split.close()

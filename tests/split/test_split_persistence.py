@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from split_support import Splitter, classification_frame
 
-from arbor_core.artifacts import ArtifactRef, LocalArtifactStore
+from arbor_core.artifacts import ArtifactExists, ArtifactRef, LocalArtifactStore
 from arbor_core.db import current, downgrade, make_engine, upgrade, utcnow
 from arbor_core.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, Unavailable
 from arbor_core.outbox import pending_count
@@ -59,11 +59,11 @@ class FlakyStore(LocalArtifactStore):
         self.fail_on = fail_on
         self.puts = 0
 
-    def put_file(self, key: str, path: Path) -> ArtifactRef:
+    def put_file(self, key: str, path: Path, *, if_absent: bool = False) -> ArtifactRef:
         self.puts += 1
         if self.puts == self.fail_on:
             raise Unavailable("store went away", reason="ARTIFACT_STORE_UNAVAILABLE")
-        return super().put_file(key, path)
+        return super().put_file(key, path, if_absent=if_absent)
 
 
 @pytest.fixture
@@ -110,6 +110,50 @@ def test_a_failed_upload_leaves_no_row_and_no_parts(service_parts: Any) -> None:
     assert len(store.list("splits/flaky/")) == 3
     with repository.sessions() as session:
         assert pending_count(session, outbox) == 1
+
+
+def test_debris_is_replaced_and_a_late_upload_cannot_replace_a_part(service_parts: Any) -> None:
+    """Parts are written create-only: debris of an earlier failed create of the same id is
+    replaced, and that create's late upload (create-only too) is refused once a part is there."""
+    repository, tmp_path, splitter = service_parts
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    service = _service(repository, store, splitter)
+    store.put_bytes("splits/reuse/train.parquet", b"debris of a failed create")
+    record = service.create(_command(splitter, split_id="reuse"))
+    assert record.state == "READY"
+    for part in record.parts:
+        assert store.get_bytes(part["key"], expected_sha256=part["sha256"])
+    with pytest.raises(ArtifactExists):
+        store.put_bytes("splits/reuse/train.parquet", b"late upload", if_absent=True)
+    train = next(p for p in record.parts if p["part"] == "train")
+    assert store.get_bytes(train["key"], expected_sha256=train["sha256"])
+
+
+def test_orphan_sweep_deletes_only_what_no_split_owns(service_parts: Any) -> None:
+    repository, tmp_path, splitter = service_parts
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    service = _service(repository, store, splitter)
+    ready = service.create(_command(splitter, split_id="ready"))
+    service.create(_command(splitter, split_id="soft"))
+    service.delete("splits/soft")
+    service.create(_command(splitter, split_id="gone"))
+    service.delete("splits/gone", purge=True)
+    store.put_bytes("splits/gone/train.parquet", b"late copy")  # under a purged split
+    assert repository.reserve(SplitRecord("running", "CREATING"), "", "") is None
+    store.put_bytes("splits/running/train.parquet", b"being written")
+    store.put_bytes("splits/orphan/train.parquet", b"no row")
+    store.put_bytes("splits/Not_An_Id/x", b"not ours to judge")
+    store.put_bytes("splits/loose", b"not under a split prefix")
+    kept = {"ready", "soft", "running", "Not_An_Id", "loose"}
+
+    assert service.sweep_orphans(dt.timedelta(hours=1)) == 0  # all younger than the grace
+    assert service.sweep_orphans(dt.timedelta(0)) == 2
+    assert {k.split("/")[1] for k in store.list("splits/")} == kept
+    assert repository.get("orphan") is None  # its reservation was dropped again
+    assert repository.get("running").state == "CREATING"
+    for part in ready.parts:
+        assert store.get_bytes(part["key"], expected_sha256=part["sha256"])
+    assert service.sweep_orphans(dt.timedelta(0)) == 0
 
 
 def test_stale_creates_are_cleaned_up(service_parts: Any) -> None:

@@ -24,7 +24,7 @@ from arbor_inference.domain import (
     PredictResult,
     ServedModel,
 )
-from arbor_inference.resolver import selector_from_proto
+from arbor_inference.resolver import Selector, selector_from_proto
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
 
@@ -82,6 +82,23 @@ def _packed_doubles(tag: bytes, values: np.ndarray) -> bytes:
     return tag + _varint(len(payload)) + payload
 
 
+#: class values -> their encoded ``labels`` elements (a model's classes are a few values; the
+#: key keeps the types apart, since True == 1)
+_LABEL_ELEMENTS: dict[tuple[tuple[type, Any], ...], list[bytes]] = {}
+
+
+def _label_elements(class_values: list[Any]) -> list[bytes]:
+    key = tuple((type(v), v) for v in class_values)
+    elements = _LABEL_ELEMENTS.get(key)
+    if elements is None:
+        encoded = [label_value(v).SerializeToString() for v in class_values]
+        elements = [_LABELS_TAG + _varint(len(e)) + e for e in encoded]
+        if len(_LABEL_ELEMENTS) > 256:
+            _LABEL_ELEMENTS.clear()
+        _LABEL_ELEMENTS[key] = elements
+    return elements
+
+
 def render_predict(result: PredictResult) -> pb.PredictResponse:
     response = pb.PredictResponse(
         served_model=served_proto(result.served), row_count=result.row_count
@@ -90,8 +107,7 @@ def render_predict(result: PredictResult) -> pb.PredictResponse:
         response.arrow_ipc = result.arrow_ipc
         return response
     if result.label_index is not None:
-        encoded = [label_value(v).SerializeToString() for v in result.class_values]
-        elements = [_LABELS_TAG + _varint(len(e)) + e for e in encoded]
+        elements = _label_elements(result.class_values)
         wire = [b"".join(map(elements.__getitem__, result.label_index.tolist()))]
         if result.probabilities is not None:
             wire.append(_packed_doubles(_PROBABILITIES_TAG, result.probabilities.ravel()))
@@ -125,6 +141,22 @@ def render_explain(result: ExplainResult) -> pb.ExplainResponse:
     return response
 
 
+#: serialized selector -> Selector: the same few selectors arrive on every call, and parsing
+#: and validating one costs more than serializing it (bounded; errors are never cached)
+_SELECTORS: dict[bytes, Selector] = {}
+
+
+def _selector(message: Any) -> Selector:
+    key = message.SerializeToString()
+    selector = _SELECTORS.get(key)
+    if selector is None:
+        selector = selector_from_proto(message)
+        if len(_SELECTORS) > 1024:
+            _SELECTORS.clear()
+        _SELECTORS[key] = selector
+    return selector
+
+
 class InferenceServicer(pb_grpc.InferenceServiceServicer):
     """Predict and Explain; errors are ArborErrors, mapped by the server's interceptor."""
 
@@ -135,7 +167,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
     ) -> pb.PredictResponse:
         command = PredictInput(
-            selector=selector_from_proto(request.model),
+            selector=_selector(request.model),
             data=request.input,
             include_probabilities=request.include_probabilities,
             reject_extra=request.extra_columns == pb.EXTRA_COLUMNS_POLICY_REJECT,

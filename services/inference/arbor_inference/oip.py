@@ -67,13 +67,14 @@ from inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from arbor.common.v1 import common_pb2
 from arbor_core.errors import ArborError, InvalidArgument
 from arbor_inference.domain import Inference, LoadedModel, PredictInput, PredictResult
-from arbor_inference.inputs import ColumnKind, ColumnSpec, InputSpec, parse_dtype
+from arbor_inference.inputs import ColumnKind, ColumnSpec, InputSpec, Table, parse_dtype
 from arbor_inference.resolver import Selector, selector_from_proto
 
 __all__ = [
     "SERVICE_NAME",
     "OpenInferenceServicer",
     "beside",
+    "decode_matrix_table",
     "decode_tensors",
     "model_metadata",
     "selector_for",
@@ -275,6 +276,41 @@ def decode_tensors(
     ):
         return _decode_matrix(request, first, spec, model_name, max_rows)
     return _decode_columns(request, headers, spec, model_name, max_rows)
+
+
+def decode_matrix_table(
+    request: pb.ModelInferRequest, spec: InputSpec, max_rows: int
+) -> Table | None:
+    """The common numeric case straight to a validated table, without InlineData: one 2-D
+    float tensor ``[rows, columns]`` for a model whose inputs are all Float64, every value
+    finite. The raw bytes are used in place (LightGBM's compiled predictor reads them as
+    they are). None for anything else (or anything wrong): ``decode_tensors`` then decodes
+    and names the problem."""
+    inputs = request.inputs
+    raw = request.raw_input_contents
+    if len(inputs) != 1 or not spec.all_float64 or len(raw) > 1:
+        return None
+    tensor = inputs[0]
+    shape = tuple(tensor.shape)
+    if (
+        len(shape) != 2
+        or shape[1] != len(spec.columns)
+        or not 0 < shape[0] <= max_rows
+        or tensor.datatype not in ("FP64", "FP32")
+        or tensor.name in spec.by_name
+        or (raw and tensor.HasField("contents"))
+        or (not raw and shape[0] * shape[1] > COLUMNS_MAX_VALUES)  # typed: convert off-loop
+    ):
+        return None
+    header = _Tensor(0, tensor.name, tensor.datatype, shape, shape[0] * shape[1])
+    try:
+        values = _values(request, header)
+    except InvalidArgument:
+        return None
+    matrix = values.astype(np.float64, copy=False).reshape(shape)
+    if not np.isfinite(matrix).all():
+        return None  # NaN is a missing value: the general path applies the nullability rules
+    return Table.from_matrix(spec.names, matrix.T)
 
 
 def _check_rows(rows: int, max_rows: int) -> None:
@@ -602,10 +638,6 @@ def _labels(class_values: Sequence[Any], classes: Sequence[str]) -> _Labels:
     return _Labels("BYTES", np.empty(0), [str(c).encode() for c in classes])
 
 
-def _serialize_bytes(elements: Sequence[bytes]) -> bytes:
-    return b"".join(_U32.pack(len(e)) + e for e in elements)
-
-
 def _render(result: PredictResult, plan: _OutputPlan, request_id: str) -> pb.ModelInferResponse:
     """PredictResult -> ModelInferResponse (runs on the thread pool, in Predict's hop)."""
     served = result.served
@@ -654,11 +686,11 @@ def _put_labels(
     raw: bool,
 ) -> None:
     if labels.datatype == "BYTES":
-        picked = [labels.encoded[i] for i in index.tolist()]
-        if raw:
-            response.raw_output_contents.append(_serialize_bytes(picked))
+        if raw:  # each class framed once, then one join (not one pack per row)
+            framed = [_U32.pack(len(e)) + e for e in labels.encoded]
+            response.raw_output_contents.append(b"".join(map(framed.__getitem__, index.tolist())))
         else:
-            tensor.contents.bytes_contents.extend(picked)
+            tensor.contents.bytes_contents.extend(map(labels.encoded.__getitem__, index.tolist()))
         return
     values = labels.values[index]
     if raw:
@@ -773,15 +805,18 @@ class OpenInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         convert = _Converter(request, model.spec, version.model, max_rows)
         if convert.size > OFFLOAD_BYTES:
             loop = asyncio.get_running_loop()
-            data = await loop.run_in_executor(self.inference.executor, convert)
+            decoded = await loop.run_in_executor(self.inference.executor, convert)
         else:
-            data = convert()
+            decoded = convert()
+        table = decoded if isinstance(decoded, Table) else None
+        data = decoded if isinstance(decoded, common_pb2.InlineData) else common_pb2.InlineData()
         command = PredictInput(
             selector=selector,
             data=data,
             include_probabilities="probabilities" in plan.names,
             reject_extra=True,
             deadline=deadline,
+            table=table,
         )
 
         def render(result: PredictResult) -> pb.ModelInferResponse:
@@ -802,7 +837,11 @@ class _Converter:
         raw = sum(len(b) for b in self.request.raw_input_contents)
         return raw or self.request.ByteSize()
 
-    def __call__(self) -> common_pb2.InlineData:
+    def __call__(self) -> common_pb2.InlineData | Table:
+        """A validated table for a finite float matrix (no copy), else Predict's input."""
+        table = decode_matrix_table(self.request, self.spec, self.max_rows)
+        if table is not None:
+            return table
         return decode_tensors(self.request, self.spec, self.model_name, self.max_rows)
 
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import importlib
 import logging
+import os
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -28,6 +33,57 @@ from arbor_inference.resolver import RegistryClient, Resolver
 log = logging.getLogger("arbor.inference")
 
 MODEL_EVENTS = f"{EVENTS_ROOT}.model.>"
+PRELOAD_ENV = "ARBOR_INFERENCE_PRELOAD_LIBRARIES"
+#: Imported at start-up: the first model of each library would otherwise wait for its import
+#: (lightgbm ~1.5 s with scikit-learn, xgboost ~2 s, catboost ~0.6 s) inside a Predict.
+PRELOAD_LIBRARIES = ("lightgbm", "xgboost", "catboost")
+
+
+class LibraryPreload:
+    """Imports the model libraries on a daemon thread; a readiness check until it is done,
+    so health turns SERVING only once a first Predict no longer pays an import. A library
+    that fails to import is logged and skipped (its models then fail as before). Then the
+    start-up objects are frozen (``gc.freeze``): the process's ~200k long-lived objects (Polars,
+    SQLAlchemy, the libraries) stop being traversed by the cyclic collector."""
+
+    def __init__(self, libraries: tuple[str, ...] = PRELOAD_LIBRARIES) -> None:
+        self.libraries = libraries
+        self.done = threading.Event()
+        self.seconds: dict[str, float] = {}
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="arbor-inference-preload", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for name in self.libraries:
+                started = time.perf_counter()
+                try:
+                    importlib.import_module(name)
+                except Exception as exc:  # an optional library missing must not stop serving
+                    log.warning("could not preload %s: %s", name, exc)
+                    continue
+                self.seconds[name] = round(time.perf_counter() - started, 3)
+            log.info("model libraries imported", extra={"import_seconds": self.seconds})
+            # Everything imported so far lives as long as the process: out of the collector's
+            # sight, so the collections a busy server runs often stop re-scanning it.
+            gc.collect()
+            gc.freeze()
+        finally:
+            self.done.set()
+
+    async def ready(self) -> bool:
+        """Readiness check: True once every import has finished (waits within the check's
+        timeout, so SERVING follows the imports closely)."""
+        self.start()
+        if self.done.is_set():
+            return True
+        return await asyncio.get_running_loop().run_in_executor(None, self.done.wait, 2.0)
 
 
 class EventFeed:
@@ -117,8 +173,9 @@ class EventFeed:
 def build_runner(settings: Settings, *, options: ServingOptions | None = None) -> ServiceRunner:
     """A ready-to-start inference server (``await runner.start()``; port 0 -> ephemeral).
 
-    Ready as soon as it listens: models load on first use, and a missing NATS only slows
-    how fast a promotion is seen (see ``EventFeed``), so neither blocks readiness.
+    Ready as soon as the model libraries are imported (``LibraryPreload``; off with
+    ``ARBOR_INFERENCE_PRELOAD_LIBRARIES=0``): models load on first use, and a missing NATS
+    only slows how fast a promotion is seen (see ``EventFeed``), so neither blocks readiness.
     """
     options = options or ServingOptions.from_env()
     executor = ThreadPoolExecutor(options.workers, thread_name_prefix="arbor-inference")
@@ -142,9 +199,15 @@ def build_runner(settings: Settings, *, options: ServingOptions | None = None) -
         await client.close()
         executor.shutdown(wait=False, cancel_futures=True)
 
+    readiness = []
+    if os.environ.get(PRELOAD_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}:
+        preload = LibraryPreload()
+        preload.start()
+        readiness.append(preload.ready)
     runner = build_server(
         settings,
         oip.beside(register(inference), inference, lambda: runner),  # + KServe v2 (oip.py)
+        readiness_checks=readiness,
         background_tasks=[feed.run],
         shutdown_hooks=[close],
     )

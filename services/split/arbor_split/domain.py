@@ -33,6 +33,7 @@ from urllib.parse import unquote, urlparse
 
 import polars as pl
 
+from arbor_core.artifacts import default_gcs_client
 from arbor_core.errors import (
     ArborError,
     FailedPrecondition,
@@ -557,18 +558,6 @@ def resolve_local_path(uri: str, allowed_roots: Sequence[str]) -> Path:
     return real
 
 
-def _gcs_client() -> Any:
-    """A storage client; with STORAGE_EMULATOR_HOST set it talks to the emulator anonymously."""
-    from google.cloud import storage
-
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
-        from google.auth.credentials import AnonymousCredentials
-
-        project = os.environ.get("GOOGLE_CLOUD_PROJECT", "arbor-local")
-        return storage.Client(project=project, credentials=AnonymousCredentials())
-    return storage.Client()
-
-
 def parse_gcs_uri(uri: str) -> tuple[str, str]:
     """``gs://bucket/object`` -> (bucket, object)."""
     field_name = "split.source.uri"
@@ -597,7 +586,7 @@ def download_gcs(uri: str, dest: Path, access: DataAccess) -> Path:
         )
     from google.api_core import exceptions as gexc
 
-    client = access.gcs_client or _gcs_client()
+    client = access.gcs_client or default_gcs_client()
     try:
         blob = client.bucket(bucket).blob(name)
         blob.download_to_filename(str(dest), timeout=120)

@@ -171,6 +171,20 @@ class SqlSplitRepository:
             )
             return [r.split_id for r in rows]
 
+    def lifecycle(self, split_ids: Sequence[str]) -> dict[str, tuple[str, bool]]:
+        """``{split_id: (state, purged)}`` of those ids that have a row (the orphan sweep)."""
+        found: dict[str, tuple[str, bool]] = {}
+        ids = list(split_ids)
+        with db_errors(), self.sessions() as session:
+            for start in range(0, len(ids), 500):
+                rows = session.execute(
+                    sa.select(splits.c.split_id, splits.c.state, splits.c.purge_time).where(
+                        splits.c.split_id.in_(ids[start : start + 500])
+                    )
+                )
+                found.update({r.split_id: (r.state, r.purge_time is not None) for r in rows})
+        return found
+
     # read ----------------------------------------------------------------------
     def get(self, split_id: str) -> SplitRecord | None:
         with db_errors(), self.sessions() as session:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
+import os
 from typing import Any
 
 from arbor_core.artifacts import ArtifactStore, open_store
@@ -22,6 +24,17 @@ from arbor_split.tables import outbox
 
 log = logging.getLogger("arbor.split")
 
+#: How old the newest object under ``splits/{id}/`` must be before an unowned prefix is swept
+#: (longer than the artifact store's timeout, so no upload of a failed create is on its way).
+ORPHAN_GRACE_ENV = "ARBOR_SPLIT_ORPHAN_GRACE_SECONDS"
+#: Sweep period after the one at start-up (0: at start-up only).
+ORPHAN_SWEEP_ENV = "ARBOR_SPLIT_ORPHAN_SWEEP_SECONDS"
+
+
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
+
 
 def migrate(settings: Settings) -> None:
     """Bring the split schema (PostgreSQL) or file (SQLite) to the newest revision."""
@@ -34,21 +47,33 @@ def build_runner(
     store: ArtifactStore | None = None,
     gcs_client: Any = None,
     relay_poll_interval: float = 0.5,
+    orphan_grace_s: float | None = None,
+    orphan_sweep_s: float | None = None,
     **runner_options: Any,
 ) -> ServiceRunner:
     """A ready-to-start split server (``await runner.start()``; port 0 -> ephemeral).
 
     The schema must already be migrated (``migrate``). Ready means the database answers and
     the outbox relay is connected to NATS. ``store`` overrides the artifact store named by
-    ``settings.artifact_uri``; ``gcs_client`` is used to read ``gs://`` sources.
+    ``settings.artifact_uri``; ``gcs_client`` is used to read ``gs://`` sources. Orphan parts
+    are swept at start and every ``orphan_sweep_s`` (defaults: the environment, else 1 h grace
+    and a 15 min period).
     """
     engine = make_engine(settings)
     repository = SqlSplitRepository(engine)
-    service = SplitService(
-        repository,
-        store if store is not None else open_store(settings.artifact_uri),
-        DataAccess(settings.allowed_data_roots, gcs_client),
-    )
+    store = store if store is not None else open_store(settings.artifact_uri)
+    service = SplitService(repository, store, DataAccess(settings.allowed_data_roots, gcs_client))
+    grace = orphan_grace_s if orphan_grace_s is not None else _env_seconds(ORPHAN_GRACE_ENV, 3600)
+    period = orphan_sweep_s if orphan_sweep_s is not None else _env_seconds(ORPHAN_SWEEP_ENV, 900)
+    store_timeout = float(getattr(store, "timeout", 0.0))
+    if grace <= 2 * store_timeout:
+        log.warning(
+            "orphan grace %.0fs is not well beyond the store's timeout %.0fs; using %.0fs",
+            grace,
+            store_timeout,
+            2 * store_timeout,
+        )
+        grace = 2 * store_timeout
     relay = OutboxRelay(
         repository.sessions,
         outbox,
@@ -75,6 +100,21 @@ def build_runner(
             if removed:
                 log.warning("removed %d unfinished splits", removed)
 
+    async def sweep_orphans() -> None:
+        # Parts no split owns: late uploads of failed creates, clean-ups that could not delete.
+        while True:
+            try:
+                removed = await asyncio.to_thread(
+                    service.sweep_orphans, dt.timedelta(seconds=grace)
+                )
+                if removed:
+                    log.warning("removed %d orphan split objects", removed)
+            except Exception as err:  # the store or the database is away: next time
+                log.warning("orphan sweep failed: %s", err)
+            if period <= 0:
+                return
+            await asyncio.sleep(period)
+
     async def close() -> None:
         await relay.stop()
         engine.dispose()
@@ -83,7 +123,7 @@ def build_runner(
         settings,
         register(service),
         readiness_checks=[database_ready, nats_ready],
-        background_tasks=[run_relay, remove_unfinished],
+        background_tasks=[run_relay, remove_unfinished, sweep_orphans],
         shutdown_hooks=[close],
         **runner_options,
     )

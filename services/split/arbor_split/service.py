@@ -5,7 +5,9 @@ can never write the same ``splits/{id}/`` prefix; it then does the data work (``
 uploads the parts and flips the row to ``READY`` together with the ``split.created`` outbox
 event. Any failure on the way deletes what was uploaded and the reserved row: nothing
 half-written stays behind. A crash in the middle leaves a ``CREATING`` row that
-``cleanup_stale`` removes (with its artifacts) later.
+``cleanup_stale`` removes (with its artifacts) later. Parts that outlive their create anyway
+(an upload that reached the store after the call gave up, a clean-up whose delete failed)
+have no row: ``sweep_orphans`` deletes them once they are older than a grace period.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from typing import Any, Protocol
 
 from arbor.common.v1 import common_pb2
 from arbor.events.v1 import events_pb2
-from arbor_core.artifacts import ArtifactStore
+from arbor_core.artifacts import ArtifactExists, ArtifactRef, ArtifactStore
 from arbor_core.db import utcnow
-from arbor_core.errors import Aborted, InvalidArgument, NotFound, Unavailable
+from arbor_core.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, Unavailable
 from arbor_core.events import new_event
 from arbor_core.logging import get_request_id
 from arbor_core.pagination import (
@@ -167,6 +169,8 @@ class SplitRepository(Protocol):
     def mark_purged(self, split_id: str, now: dt.datetime, event: Any | None) -> SplitRecord: ...
 
     def stale_creating(self, before: dt.datetime) -> list[str]: ...
+
+    def lifecycle(self, split_ids: Sequence[str]) -> dict[str, tuple[str, bool]]: ...
 
 
 # --------------------------------------------------------------------------- helpers
@@ -378,7 +382,7 @@ class SplitService:
     def _upload(self, record: SplitRecord, outcome: SplitOutcome) -> None:
         parts = []
         for part in outcome.parts:
-            ref = self.store.put_file(f"splits/{record.split_id}/{part.name}.parquet", part.path)
+            ref = self._put_part(f"splits/{record.split_id}/{part.name}.parquet", part.path)
             if ref.sha256 != part.sha256:
                 raise Unavailable(
                     f"part {part.name} changed while it was uploaded", reason="UPLOAD_MISMATCH"
@@ -401,6 +405,25 @@ class SplitService:
         record.row_count = outcome.row_count
         record.content_hash = outcome.content_hash
         record.leakage_report = outcome.leakage.to_dict()
+
+    def _put_part(self, key: str, path: Path) -> ArtifactRef:
+        """Create-only, so that a late upload of an earlier failed create of this id (held by
+        the network past its timeout) can never replace a part once written: it is refused.
+        An object already there is that create's debris (this create holds the id): it is
+        deleted and the upload tried once more."""
+        try:
+            return self.store.put_file(key, path, if_absent=True)
+        except ArtifactExists:
+            log.warning("replacing debris of an earlier failed create at %s", key)
+            self.store.delete(key)
+        try:
+            return self.store.put_file(key, path, if_absent=True)
+        except ArtifactExists:
+            raise Aborted(
+                "an earlier create of this split is still writing its parts; retry",
+                reason="SPLIT_PARTS_BUSY",
+                metadata={"key": key},
+            ) from None
 
     @contextlib.contextmanager
     def _cleanup_on_failure(self, split_id: str) -> Iterator[None]:
@@ -428,6 +451,59 @@ class SplitService:
             log.warning("removing unfinished split %s", split_id)
             self._remove(split_id)
         return len(ids)
+
+    def sweep_orphans(self, grace: dt.timedelta) -> int:
+        """Delete parts under ``splits/{id}/`` that no split owns; returns how many objects.
+
+        Owned means a row in CREATING (a create running now), READY or DELETED but not yet
+        purged. Orphans are prefixes without a row (a failed create whose clean-up could not
+        delete, or an upload that landed after the call gave up) and purged splits' prefixes.
+        A prefix is swept only when its newest object is older than ``grace`` (longer than the
+        store's timeout: no upload of a failed create is still on its way). An id without a
+        row is reserved (a CREATING row) while its prefix is deleted, so a create choosing the
+        same id meanwhile is refused (ALREADY_EXISTS) rather than having its parts deleted.
+        """
+        now = utcnow()
+        newest: dict[str, dt.datetime] = {}
+        for key, updated in self.store.list_with_times("splits/"):
+            segments = key.split("/")
+            if len(segments) < 3:
+                continue  # not under a split's prefix
+            when = updated or now  # no time: treat as new
+            split_id = segments[1]
+            newest[split_id] = max(newest.get(split_id, when), when)
+        candidates = [i for i, when in newest.items() if when < now - grace]
+        if not candidates:
+            return 0
+        owners = self.repository.lifecycle(candidates)
+        removed = 0
+        for split_id in candidates:
+            owner = owners.get(split_id)
+            if owner is None:
+                removed += self._remove_orphan(split_id)
+            elif owner == ("DELETED", True):
+                log.warning("removing parts left under purged split %s", split_id)
+                removed += self.store.delete_prefix(f"splits/{split_id}/")
+        return removed
+
+    def _remove_orphan(self, split_id: str) -> int:
+        try:
+            validate_split_id(split_id)
+        except InvalidArgument:
+            log.warning("not sweeping splits/%s/: not a split id", split_id)
+            return 0
+        now = utcnow()
+        marker = SplitRecord(split_id=split_id, state="CREATING", create_time=now, update_time=now)
+        try:
+            if self.repository.reserve(marker, "", "") is not None:
+                return 0
+        except AlreadyExists:
+            return 0  # a create took the id since the check: its prefix is live
+        try:
+            log.warning("removing orphan parts of splits/%s/ (no split owns them)", split_id)
+            return self.store.delete_prefix(f"splits/{split_id}/")
+        finally:
+            self.repository.discard(split_id)
 
     # read ----------------------------------------------------------------------
     def get(self, name: str, show_deleted: bool = False) -> SplitRecord:

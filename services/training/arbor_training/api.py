@@ -25,7 +25,7 @@ from arbor.training.v1 import training_service_pb2 as pb
 from arbor.training.v1 import training_service_pb2_grpc as pb_grpc
 from arbor_core.db import run_db
 from arbor_core.errors import InvalidArgument, NotFound, Unavailable
-from arbor_core.events import current_traceparent
+from arbor_core.telemetry import current_traceparent
 from arbor_ml.types import Direction, TaskType
 from arbor_training.domain import (
     Experiment,
@@ -372,11 +372,13 @@ class EventHub:
     """One JetStream subscription to experiment events, fanned out to Watch calls.
 
     An event only wakes the watchers of its experiment; they re-read the database.
+    ``close()`` (when shutdown begins) wakes every watcher to end its stream.
     """
 
     def __init__(self) -> None:
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self.connected = False
+        self.closing = False
         self.wakeups = 0  # watchers woken by an event (tests check Watch is event-driven)
 
     def watch(self, experiment_name: str) -> asyncio.Event:
@@ -395,6 +397,14 @@ class EventHub:
         for wake in self._watchers.get(event.subject, ()):
             self.wakeups += 1
             wake.set()
+
+    async def close(self) -> None:
+        """Shutdown began: end every open Watch (UNAVAILABLE, so its client watches again,
+        elsewhere or after the restart) instead of letting it hold the drain for the grace."""
+        self.closing = True
+        for watchers in self._watchers.values():
+            for wake in watchers:
+                wake.set()
 
 
 # --------------------------------------------------------------------------- servicer
@@ -577,8 +587,15 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                 last_version = experiment.version
                 if experiment.is_final and experiment.trials_completed <= len(sent):
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), WATCH_FALLBACK_S)
+                if not self.hub.closing:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), WATCH_FALLBACK_S)
+                if self.hub.closing:
+                    raise Unavailable(
+                        "the training service is shutting down; watch again",
+                        reason="SHUTTING_DOWN",
+                        metadata={"resource_name": name},
+                    )
                 wake.clear()
                 experiment = await run_db(lambda: self.experiments.get(ident, show_deleted=True))
         finally:

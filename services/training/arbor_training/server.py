@@ -114,6 +114,7 @@ def build_runner(settings: Settings, *, relay_poll_interval: float = 0.5) -> Ser
         readiness_checks=[database_ready],
         background_tasks=[run_relay, follow_events],
         shutdown_hooks=[close],
+        draining_hooks=[hub.close],  # open watches end at once, not after the grace
     )
     runner.experiments = experiments  # type: ignore[attr-defined]  # for tests and tools
     runner.relay = relay  # type: ignore[attr-defined]
