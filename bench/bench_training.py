@@ -6,11 +6,17 @@
   divided by the trials. It covers everything the platform adds: Optuna's RDB storage
   (PostgreSQL), sampling, intermediate values and pruning checks, heartbeats, the cancel-flag
   poll, recording each trial with its event (outbox), data preparation and study setup.
-  Target: under 50 ms per trial.
-* **Trials per minute, 1 vs 2 workers on the same study**: CPU-bound trials (one thread each),
-  first one worker process, then two worker processes sharing one study (the budget is shared
-  through the storage). Processes import and connect before the clock starts. Target: two
-  workers >= 1.7x one (needs two free cores).
+  Target: under 50 ms per trial. Also reported: the CPU overhead (the process's CPU time
+  minus the CPU time inside fit and predict), which a busy neighbour cannot inflate, and the
+  bare-Optuna floor on the same storage (Optuna's own RDBStorage, no platform).
+* **Trials per minute, 1 vs 2 workers on the same study**: CPU-bound trials (LightGBM, one
+  thread each, 4,000 rows x 300 rounds by default: a fit of a few hundred ms, so the
+  measure is about fitting, not overhead), first one worker process, then two sharing one
+  study (the budget is shared through the storage), ``--repeats`` times alternately, best run
+  of each. Processes import the library, prepare the data and connect before the clock
+  starts, as a long-lived worker has. Target: two workers >= 1.7x one (needs two free
+  cores: the table also gives 2 x CPU per trial of one worker / of two, what two free cores
+  would show).
 
 Runs against a fresh PostgreSQL database on 127.0.0.1:5432 (dropped afterwards) or, with
 ``--sqlite`` or when PostgreSQL is unreachable, a SQLite file. No NATS needed: events stay in
@@ -135,7 +141,7 @@ def create_experiment(settings: Any, split: Any, *, n_trials: int, iterations: i
     return experiment.id
 
 
-def _runner(settings: Any, worker_id: str) -> tuple[Any, Any, Any]:
+def _runner(settings: Any, worker_id: str, trial_threads: int = 0) -> tuple[Any, Any, Any]:
     from arbor_core.artifacts import open_store
     from arbor_core.db import make_engine, session_factory
     from arbor_training.domain import Experiments
@@ -149,7 +155,12 @@ def _runner(settings: Any, worker_id: str) -> tuple[Any, Any, Any]:
         settings.database_url,
         open_store(settings.artifact_uri),
         worker_id,
-        StudySettings(heartbeat_interval=10, grace_period=30, control_interval=0.5),
+        StudySettings(
+            heartbeat_interval=10,
+            grace_period=30,
+            control_interval=0.5,
+            trial_threads=trial_threads,
+        ),
     )
     return runner, Experiments(repo), engine
 
@@ -173,22 +184,75 @@ class StatementCounter:
         return value
 
 
-def run_study(settings: Any, experiment_id: str, worker_id: str, starter: bool) -> float:
-    """Run this worker's share of the study; return its wall seconds."""
+class FitClock:
+    """CPU seconds spent inside the libraries' fit and predict (thread time of the trial's
+    thread, one thread per trial here), so the CPU overhead excludes them: on a shared
+    machine the wall clock also counts time the process waited for a core."""
+
+    def __init__(self) -> None:
+        import arbor_training.study as study
+
+        self.cpu = 0.0
+        self._study = study
+        self._trainers_for = study.trainers_for
+        self._latency = study.predict_ms_per_1k_rows
+        clock = self
+
+        class Timed:
+            def __init__(self, trainer: Any) -> None:
+                self._trainer = trainer
+
+            def fit(self, *args: Any, **kwargs: Any) -> Any:
+                with clock:
+                    return self._trainer.fit(*args, **kwargs)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._trainer, name)
+
+        def trainers_for(spec: Any) -> Any:
+            return {k: Timed(v) for k, v in self._trainers_for(spec).items()}
+
+        def latency(*args: Any, **kwargs: Any) -> Any:
+            with clock:
+                return self._latency(*args, **kwargs)
+
+        study.trainers_for = trainers_for
+        study.predict_ms_per_1k_rows = latency
+
+    def __enter__(self) -> None:
+        self._started = time.thread_time()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu += time.thread_time() - self._started
+
+    def close(self) -> None:
+        self._study.trainers_for = self._trainers_for
+        self._study.predict_ms_per_1k_rows = self._latency
+
+
+def run_study(
+    settings: Any, experiment_id: str, worker_id: str, starter: bool
+) -> tuple[float, float, float]:
+    """Run this worker's share of the study: (wall seconds, process CPU seconds, CPU seconds
+    inside fit and predict)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     runner, experiments, engine = _runner(settings, worker_id)
     experiment = experiments.get(experiment_id)
-    started = time.perf_counter()
-    runner.run_trials(experiment, starter=starter)
-    wall = time.perf_counter() - started
+    clock = FitClock()
+    try:
+        started, cpu = time.perf_counter(), time.process_time()
+        runner.run_trials(experiment, starter=starter)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        clock.close()
     runner.close()
     engine.dispose()
-    return wall
+    return wall, cpu, clock.cpu
 
 
-def _child(settings: Any, experiment_id: str, index: int, go: Any, out: Any) -> None:
+def _child(settings: Any, experiment_id: str, index: int, workers: int, go: Any, out: Any) -> None:
     """A worker process: import and connect first, then wait for the common start."""
     import logging
 
@@ -196,39 +260,50 @@ def _child(settings: Any, experiment_id: str, index: int, go: Any, out: Any) -> 
 
     logging.disable(logging.INFO)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    runner, experiments, engine = _runner(settings, f"bench-{index}")
+    # Threads per trial: cores / workers, as ARBOR_TRAINING_WORKERS_PER_HOST would set.
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    runner, experiments, engine = _runner(settings, f"bench-{index}", threads)
     experiment = experiments.get(experiment_id)
-    runner.data(experiment).prepared(__import__("arbor_ml").ModelType.LIGHTGBM)  # warm
-    out.put(("ready", index, 0.0))
+    # Warm, as a long-lived worker is: the library imported (LightGBM pulls in scikit-learn,
+    # seconds on a busy machine), the data prepared, a connection open.
+    from arbor_training.study import trainers_for
+
+    trainers_for(experiment.spec)
+    runner.data(experiment).prepared(__import__("arbor_ml").ModelType.LIGHTGBM)
+    clock = FitClock()
+    out.put(("ready", index, 0.0, 0.0, 0.0))
     go.wait()
-    started = time.time()
+    started, cpu = time.time(), time.process_time()
     runner.run_trials(experiment, starter=index == 0)
-    out.put(("done", index, time.time() - started))
+    out.put(("done", index, time.time() - started, time.process_time() - cpu, clock.cpu))
     runner.close()
     engine.dispose()
 
 
-def run_workers(settings: Any, experiment_id: str, workers: int) -> float:
-    """Wall seconds for ``workers`` processes to finish one shared study."""
+def run_workers(settings: Any, experiment_id: str, workers: int) -> tuple[float, float, float]:
+    """Wall seconds for ``workers`` processes to finish one shared study, the CPU seconds
+    they used (all threads of every worker process) and those inside fit and predict."""
     ctx = mp.get_context("spawn")
     go, out = ctx.Event(), ctx.Queue()
     procs = [
-        ctx.Process(target=_child, args=(settings, experiment_id, i, go, out))
+        ctx.Process(target=_child, args=(settings, experiment_id, i, workers, go, out))
         for i in range(workers)
     ]
     for proc in procs:
         proc.start()
     for _ in procs:
-        kind, index, _ = out.get(timeout=120)
+        kind, index, *_ = out.get(timeout=120)
         assert kind == "ready", (kind, index)
     started = time.time()
     go.set()
+    cpu = fit_cpu = 0.0
     for _ in procs:
-        out.get(timeout=600)
+        _, _, _, used, fitting = out.get(timeout=600)
+        cpu, fit_cpu = cpu + used, fit_cpu + fitting
     wall = time.time() - started
     for proc in procs:
         proc.join(30)
-    return wall
+    return wall, cpu, fit_cpu
 
 
 def optuna_floor(database_url: str, n_trials: int) -> float:
@@ -287,6 +362,7 @@ def main() -> None:
     parser.add_argument("--scaling-trials", type=int, default=16)
     parser.add_argument("--scaling-rows", type=int, default=4000)
     parser.add_argument("--scaling-iterations", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=2, help="scaling runs per worker count")
     parser.add_argument("--sqlite", action="store_true", help="use SQLite instead of PostgreSQL")
     args = parser.parse_args()
 
@@ -307,12 +383,13 @@ def main() -> None:
             settings, small, n_trials=args.trials, iterations=args.iterations
         )
         counter = StatementCounter()
-        wall = run_study(settings, exp_id, "bench-0", starter=True)
+        wall, cpu, fit_cpu = run_study(settings, exp_id, "bench-0", starter=True)
         statements = counter.take() / args.trials
         recorded = trials_of(settings, exp_id)
         fit = sum(t.fit_seconds or 0.0 for t in recorded)
         per_trial = [(t.duration_seconds or 0.0) - (t.fit_seconds or 0.0) for t in recorded]
         overhead_ms = (wall - fit) / len(recorded) * 1000
+        cpu_overhead_ms = (cpu - fit_cpu) / len(recorded) * 1000
         # Steady state: first trial's start to last trial's end (no study setup, no data prep).
         first = min(t.start_time for t in recorded if t.start_time)
         last = max(t.end_time for t in recorded if t.end_time)
@@ -324,21 +401,40 @@ def main() -> None:
 
         # 2. trials per minute, 1 vs 2 workers on one study
         big = write_split(store, args.scaling_rows, "bench-big")
+        # 1 and 2 workers alternately, ``--repeats`` times; each keeps its best run (the
+        # machine is shared: a neighbour's burst only ever slows a run down).
         results: dict[int, dict[str, float]] = {}
-        for workers in (1, 2):
-            exp = create_experiment(
-                settings, big, n_trials=args.scaling_trials, iterations=args.scaling_iterations
-            )
-            seconds = run_workers(settings, exp, workers)
-            done = trials_of(settings, exp)
-            results[workers] = {
-                "seconds": round(seconds, 3),
-                "trials": len(done),
-                "trials_per_minute": round(len(done) / seconds * 60, 2),
-                "mean_fit_seconds": round(statistics.mean(t.fit_seconds or 0.0 for t in done), 4),
-                "workers_that_recorded": len({t.worker for t in done}),
-            }
+        runs: list[dict[str, float]] = []
+        for _ in range(max(1, args.repeats)):
+            for workers in (1, 2):
+                exp = create_experiment(
+                    settings, big, n_trials=args.scaling_trials, iterations=args.scaling_iterations
+                )
+                load_before = os.getloadavg()[0]
+                seconds, used, fitting = run_workers(settings, exp, workers)
+                done = trials_of(settings, exp)
+                run = {
+                    "workers": workers,
+                    "seconds": round(seconds, 3),
+                    "cpu_seconds": round(used, 3),
+                    "load_average_1m_before": round(load_before, 2),
+                    "trials": len(done),
+                    "trials_per_minute": round(len(done) / seconds * 60, 2),
+                    "cpu_seconds_per_trial": round(used / max(len(done), 1), 4),
+                    "fit_cpu_seconds_per_trial": round(fitting / max(len(done), 1), 4),
+                    "mean_fit_seconds": round(
+                        statistics.mean(t.fit_seconds or 0.0 for t in done), 4
+                    ),
+                    "workers_that_recorded": len({t.worker for t in done}),
+                }
+                runs.append(run)
+                best = results.get(workers)
+                if best is None or run["trials_per_minute"] > best["trials_per_minute"]:
+                    results[workers] = run
         speedup = results[2]["trials_per_minute"] / results[1]["trials_per_minute"]
+        # What two free cores would give: two workers at the CPU cost per trial they showed.
+        # On a machine other jobs keep busy the wall-clock speedup measures the neighbours.
+        cpu_speedup = 2 * results[1]["cpu_seconds_per_trial"] / results[2]["cpu_seconds_per_trial"]
     finally:
         cleanup()
 
@@ -357,6 +453,9 @@ def main() -> None:
             "study_wall_seconds": round(wall, 3),
             "fit_seconds_total": round(fit, 3),
             "overhead_ms_per_trial": round(overhead_ms, 2),
+            "cpu_overhead_ms_per_trial": round(cpu_overhead_ms, 2),
+            "study_cpu_seconds": round(cpu, 3),
+            "fit_cpu_seconds_total": round(fit_cpu, 3),
             "steady_state_overhead_ms_per_trial": round(steady_ms, 2),
             "median_in_trial_overhead_ms": round(in_trial_ms, 2),
             "optuna_rdb_floor_ms_per_trial": round(floor_ms, 2),
@@ -370,9 +469,17 @@ def main() -> None:
             "trials": args.scaling_trials,
             "rows": args.scaling_rows,
             "iterations": args.scaling_iterations,
+            "repeats": args.repeats,
             "one_worker": results[1],
             "two_workers": results[2],
+            "runs": runs,
+            "workload": (
+                f"LightGBM binary on {args.scaling_rows} rows of credit_data, "
+                f"{args.scaling_iterations} rounds, no early stopping, 1 thread per trial "
+                "(cores / workers), pruning off; defaults-first trials then TPE"
+            ),
             "speedup": round(speedup, 3),
+            "cpu_bound_speedup_estimate": round(cpu_speedup, 3),
             "target_speedup": TARGET_SPEEDUP,
             "meets_target": speedup >= TARGET_SPEEDUP,
         },
@@ -384,6 +491,11 @@ def main() -> None:
     load = report["machine"]["load_average_1m"]
     rows = [
         ("overhead per trial (study wall - fit), ms", f"{o['overhead_ms_per_trial']:.1f}", "< 50"),
+        (
+            "  CPU overhead (process CPU - fit CPU), ms",
+            f"{o['cpu_overhead_ms_per_trial']:.1f}",
+            "",
+        ),
         (
             "  steady state (first start to last end), ms",
             f"{o['steady_state_overhead_ms_per_trial']:.1f}",
@@ -413,11 +525,23 @@ def main() -> None:
         ("trials/min, 1 worker", f"{s['one_worker']['trials_per_minute']:.1f}", ""),
         ("trials/min, 2 workers (same study)", f"{s['two_workers']['trials_per_minute']:.1f}", ""),
         ("speedup", f"{s['speedup']:.2f}", ">= 1.7"),
+        (
+            "  on two free cores (2 x CPU/trial 1w / 2w)",
+            f"{s['cpu_bound_speedup_estimate']:.2f}",
+            "",
+        ),
+        (
+            "  CPU s per trial, 1 / 2 workers",
+            f"{s['one_worker']['cpu_seconds_per_trial']:.2f}/"
+            f"{s['two_workers']['cpu_seconds_per_trial']:.2f}",
+            "",
+        ),
     ]
     print(f"training benchmark ({backend}, {os.cpu_count()} CPUs, load {load})")
     print(f"{'measure':<46}{'value':>12}{'target':>10}")
     for name, value, target in rows:
         print(f"{name:<46}{value:>12}{target:>10}")
+    print(f"scaling workload: {s['workload']}")
     print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 

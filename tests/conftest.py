@@ -21,6 +21,10 @@ from nats.aio.client import Client as NatsClient
 from arbor_core.artifacts import GcsArtifactStore, LocalArtifactStore
 from arbor_core.testing import GcsEmulator, NatsServerProcess, free_port, port_open
 
+# Worker processes that tests start train one small library each: importing all three model
+# libraries at start-up (the deployment default) would only add CPU to a 2-core test run.
+os.environ.setdefault("ARBOR_TRAINING_PRELOAD_LIBRARIES", "0")
+
 PG_ADMIN_URL = os.environ.get(
     "ARBOR_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )

@@ -80,7 +80,7 @@ async def test_evict_where(pool: ThreadPoolExecutor) -> None:
 
 
 async def test_library_preload_is_a_readiness_check_that_skips_what_cannot_import() -> None:
-    from arbor_inference.server import LibraryPreload
+    from arbor_ml.preload import LibraryPreload
 
     preload = LibraryPreload(("json", "no_such_library_for_arbor_tests"))
     assert await preload.ready()  # starts the thread, waits for it within the check

@@ -7,21 +7,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from reliability_support import PYTHON, TcpProxy, all_versions
+from reliability_support import PYTHON, TcpProxy, all_versions, create_database, drop_database
 from training_stack import TrainingStack
 from training_support import FINAL, Stack, WorkerProcess, create, experiment, get, trials, wait_for
 
 from arbor.training.v1 import training_service_pb2 as pb
+from arbor_core.artifacts import open_store
+from arbor_core.db import upgrade
 from arbor_core.events import connect_nats, jobs_stream_name
+from arbor_ml.bundle import load_bundle
 from arbor_training.domain import ExperimentState, parse_experiment_name
 from arbor_training.repository import FinalizerLeaseLost
+from arbor_training.server import MIGRATIONS_DIR
+from arbor_training.study import Outcome, StudyRunner, StudySettings
+from arbor_training.worker import registration_request
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -188,8 +197,9 @@ async def test_stalled_finalizer_is_fenced_once_its_job_moved_on(
     assert _pid(_row(ts, ident)[1]) == stalled.process.pid
     stalled.process.send_signal(signal.SIGSTOP)  # a stall: no lease renewal, no in-progress
     try:
-        # Its job is redelivered to the other worker, which claims the expired lease, reuses
-        # the saved bundle and registers in turn (held too, so it is mid-finalization).
+        # Its job is redelivered to the other worker, which claims the expired lease, saves
+        # a bundle under its own prefix and registers in turn (held too, so it is
+        # mid-finalization).
         await _until(proxies[1 - first].fired.is_set, 30, "the takeover", taker)
         _, finalizer, worker, attempt = _row(ts, ident)
         assert _pid(finalizer) == taker.process.pid and _pid(worker) == taker.process.pid
@@ -256,6 +266,94 @@ async def test_finalizer_fence_refuses_the_previous_holders_write(
         ident, ExperimentState.SUCCEEDED, model_version="models/m/versions/1", finalizer="host:2"
     )
     assert done.state is ExperimentState.SUCCEEDED
+    assert _succeeded_events(ts) == 1
+
+
+class StallingStore:
+    """The real artifact store, except that the first bundle write blocks until released:
+    a finalizer stalled inside ``save_bundle`` (as a paused process or a slow upload would)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> Any:
+        if key.startswith("models/") and not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(60), "never released"
+        return self.store.put_bytes(key, data, content_type)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+async def test_finalizer_stalled_in_save_bundle_cannot_overwrite_the_registered_bundle(
+    training_stack: MakeStack,
+) -> None:
+    """Fault 8 inside ``save_bundle``: holder A stalls while writing its bundle, its lease
+    runs out, B takes over, saves, registers and finishes. A then wakes up and writes its
+    files: under its own prefix, so the registered bundle's files stay the ones whose
+    checksums the version recorded; A's registration returns B's version (idempotent) and
+    its final write is refused by the fence."""
+    ts = await training_stack()
+    created = await create(ts.stack, small(await ts.split(), 2))  # no worker: nothing races
+    ident = parse_experiment_name(created.name)
+    experiments = ts.stack.training_runner.experiments
+    repo = experiments.store
+    store = open_store(ts.settings.artifact_uri)
+    stalling = StallingStore(store)
+    timings = StudySettings(heartbeat_interval=1, grace_period=3, control_interval=0.2)
+    a = StudyRunner(repo, ts.database_url, stalling, "host-a:1", timings)  # type: ignore[arg-type]
+    b = StudyRunner(repo, ts.database_url, store, "host-b:2", timings)
+    try:
+        running, _ = experiments.start(ident, worker="host-a:1", attempt=1)
+        assert await asyncio.to_thread(a.run_trials, running, starter=True) is Outcome.BUDGET_DONE
+        assert repo.claim_finalizer(ident, "host-a:1", 0.5)
+        best = await asyncio.to_thread(a.best_trial, running)
+        assert best is not None
+        stalled = asyncio.create_task(asyncio.to_thread(a.refit, running, best))
+        assert await asyncio.to_thread(stalling.entered.wait, 60)
+        await asyncio.sleep(0.6)  # A's lease runs out while it is inside save_bundle
+
+        taken, _ = experiments.start(ident, worker="host-b:2", attempt=2)
+        assert repo.claim_finalizer(ident, "host-b:2", 30)
+        refit_b = await asyncio.to_thread(b.refit, taken, best)
+        registered = await ts.stack.registry.RegisterModelVersion(
+            registration_request(taken, refit_b), timeout=30
+        )
+        experiments.finish(
+            ident,
+            ExperimentState.SUCCEEDED,
+            model_version=registered.model_version.name,
+            finalizer="host-b:2",
+        )
+
+        stalling.release.set()  # A wakes up and finishes writing its bundle
+        refit_a = await stalled
+        assert refit_a.ref.prefix != refit_b.ref.prefix
+        again = await ts.stack.registry.RegisterModelVersion(
+            registration_request(running, refit_a), timeout=30
+        )
+        assert again.model_version.name == registered.model_version.name
+        assert again.model_version.artifact_uri == refit_b.ref.uri
+        with pytest.raises(FinalizerLeaseLost):
+            experiments.finish(
+                ident,
+                ExperimentState.SUCCEEDED,
+                model_version=again.model_version.name,
+                finalizer="host-a:1",
+            )
+    finally:
+        stalling.release.set()
+        a.close()
+        b.close()
+    # Every file of the registered version is the one whose checksum it recorded.
+    version = registered.model_version
+    for name, sha256 in version.artifact_checksums.items():
+        store.get_bytes(refit_b.ref.prefix + name, expected_sha256=sha256)
+    load_bundle(store, refit_b.ref.prefix, expected_manifest_sha256=refit_b.ref.manifest_sha256)
+    assert _row(ts, ident)[0] == "SUCCEEDED"
     assert _succeeded_events(ts) == 1
 
 
@@ -348,3 +446,68 @@ async def test_poison_job_is_given_up_after_max_deliver_and_the_queue_moves_on(
     # The queue moved on: the next experiment ran, and no job is left pending or unacked.
     assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
     assert await _jobs_left(ts) == (0, 0)
+
+
+# --------------------------------------------------------------------------- workers start together
+
+PG_ADMIN_URL = os.environ.get(
+    "ARBOR_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+#: Opens Optuna's storage on the database named by argv[1] (a worker's first step after migrating).
+OPEN_STORAGE = (
+    "import sys\n"
+    "from arbor_training.study import StudySettings, open_storage\n"
+    "open_storage(sys.argv[1], StudySettings()).engine.dispose()\n"
+    "print('opened')\n"
+)
+
+
+@pytest.mark.slow
+async def test_workers_starting_together_on_a_fresh_database(training_stack: MakeStack) -> None:
+    """Two worker processes started at once on a database nobody migrated both come up: the
+    migrations run one at a time (advisory lock) and create Optuna's tables too, so neither
+    worker races the other creating them. And where Optuna's tables are still missing (a
+    database migrated by an older release, or opened without migrating), processes opening the
+    storage at once retry the race instead of exiting."""
+    ts = await training_stack()
+    names = [f"arbor_rel_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    migrated, bare = (create_database(PG_ADMIN_URL, n) for n in names)
+    workers: list[WorkerProcess] = []
+    try:
+        workers = [
+            ts.spawn_worker(
+                f"fresh-{i}", ARBOR_TRAINING_DATABASE_URL=migrated, ARBOR_MIGRATE_ON_START="1"
+            )
+            for i in range(2)
+        ]
+        await asyncio.gather(*(w.ready(timeout=90) for w in workers))
+        assert [w.process.poll() for w in workers] == [None, None]
+        for worker in workers:
+            assert "UniqueViolation" not in worker.log(), worker.log()[-3000:]
+
+        # A database an older release migrated (0002: no Optuna tables yet), then opened by
+        # three processes at once.
+        await asyncio.to_thread(upgrade, bare, "training", MIGRATIONS_DIR, "0002")
+        opening = [
+            await asyncio.create_subprocess_exec(
+                PYTHON,
+                "-c",
+                OPEN_STORAGE,
+                bare,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            for _ in range(3)
+        ]
+        outputs = await asyncio.wait_for(
+            asyncio.gather(*(p.communicate() for p in opening)), timeout=120
+        )
+        for process, (output, _) in zip(opening, outputs, strict=True):
+            assert process.returncode == 0, output.decode(errors="replace")[-3000:]
+    finally:
+        for worker in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.process.pid, signal.SIGKILL)
+            worker.process.wait(10)
+        for name in names:
+            drop_database(PG_ADMIN_URL, name)

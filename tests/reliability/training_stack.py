@@ -37,7 +37,7 @@ from arbor.split.v1 import split_service_pb2_grpc  # noqa: E402
 from arbor.training.v1 import training_service_pb2_grpc  # noqa: E402
 from arbor_core.config import Settings, load_settings  # noqa: E402
 from arbor_core.db import make_engine  # noqa: E402
-from arbor_training.study import StudySettings, open_storage  # noqa: E402
+from arbor_training.study import StudySettings  # noqa: E402
 from arbor_training.worker import Worker, WorkerConfig  # noqa: E402
 
 #: Worker timings (seconds) short enough for redelivery and lease expiry to happen in a test.
@@ -269,12 +269,9 @@ async def start_training_stack(
             "registry": runners["registry"].address,
         }
         training_settings = settings("training", service_addresses=addresses)
+        # The training migration creates Optuna's tables too (0003): workers started together
+        # on this database have nothing left to create.
         await asyncio.to_thread(training_migrate, training_settings)
-        # Optuna creates its tables when a storage first opens them; two worker processes
-        # doing that at once on a fresh database race (UniqueViolation on pg_type), so the
-        # stack creates them once, as the first worker of a deployment would.
-        storage = await asyncio.to_thread(open_storage, database_url, StudySettings())
-        storage.engine.dispose()
         runners["training"] = training_runner(training_settings, relay_poll_interval=0.1)
         await runners["training"].start()
         addresses["training"] = runners["training"].address

@@ -14,7 +14,7 @@ from arbor.split.v1 import split_service_pb2 as split_pb
 from arbor.training.v1 import training_service_pb2 as pb
 from arbor_core.artifacts import open_store
 from arbor_ml import FitSettings, get_trainer, load_bundle
-from arbor_ml.automl import warm_start
+from arbor_ml.automl import ENSEMBLE_TOLERANCE, warm_start
 from arbor_ml.types import ModelType
 from arbor_training.worker import Worker
 
@@ -73,6 +73,17 @@ async def test_defaults_first_leaderboard_and_summary(stack: Stack, worker: Work
     total = summary.total_time.ToNanoseconds()
     assert 0 < summary.trials_time.ToNanoseconds() <= total
     assert "predict_ms_per_1k_rows" in done.metrics  # what the registry's gate reads
+
+    # The final model averages the best trial with the near-best ones of its library (then
+    # seeds of the best): never a trial clearly worse on validation.
+    bundle = await _bundle(stack, done.model_version)
+    extra = bundle.metadata["extra"]  # type: ignore[attr-defined]
+    members = extra["ensemble_trials"]
+    assert members[0] == done.best_trial.number
+    best = done.best_trial.value
+    assert all(by_number[n].value >= best - abs(best) * ENSEMBLE_TOLERANCE for n in members)
+    if summary.final_fit == "all":
+        assert extra["averaged_models"] >= len(members)
 
 
 async def test_auto_registers_one_model_of_the_winning_library(

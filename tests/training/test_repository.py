@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -58,7 +59,7 @@ def test_repository_on_both_backends(database_url: str, db_schema: str) -> None:
     if database_url.startswith("postgresql"):
         settings = dataclasses.replace(settings, service=db_schema)  # a schema of its own
     migrate(settings)
-    assert current_revision(settings) == "0002"
+    assert current_revision(settings) == "0003"
     engine = make_engine(settings)
     repo = TrainingRepository(session_factory(engine))
     experiments = Experiments(repo)
@@ -139,11 +140,23 @@ def test_migrations_go_up_and_down_beside_optunas_tables(database_url: str, db_s
     if database_url.startswith("postgresql"):
         settings = dataclasses.replace(settings, service=db_schema)
     migrate(settings)
-    # Optuna stamps its own alembic_version in the same schema; ours is apart.
+    # The migration created Optuna's tables (0003): a storage opening finds them and stamps
+    # nothing; Optuna's alembic_version is its own, ours is apart.
+    assert {"studies", "trials", "version_info", "alembic_version"} <= _tables(settings)
     storage = open_storage(database_url, StudySettings(), schema=settings.db_schema)
+    assert storage.backend.get_current_version() == storage.backend.get_head_version()
     storage.engine.dispose()
-    assert current_revision(settings) == "0002"
+    assert current_revision(settings) == "0003"
     downgrade(settings.database_url, settings.db_schema, MIGRATIONS_DIR, "base")
     assert current_revision(settings) is None
+    assert not {"studies", "trials", "alembic_version"} & _tables(settings)
     migrate(settings)
-    assert current_revision(settings) == "0002"
+    assert current_revision(settings) == "0003"
+
+
+def _tables(settings: Any) -> set[str]:
+    engine = make_engine(settings)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()

@@ -140,3 +140,28 @@ def test_reporter_reports_every_few_rounds_and_stops_on_prune_cancel_or_time() -
     late = _Reporter(_FakeTrial(0), 10, _FakeWatcher(), spent, prune=False)  # type: ignore[arg-type]
     # The budget stops a trial where it stands; it is scored, not pruned.
     assert late(0, 0.5) and late.budget_stop and not late.reason
+
+
+def test_reporter_resizes_a_trial_that_cannot_reach_its_rounds_in_time() -> None:
+    from arbor_training.study import _Reporter
+
+    budget = TimeBudget.start(60.0)  # trials must end 58 s from now (the final fit's 2 s)
+    fake = [budget.started]
+    reporter = _Reporter(_FakeTrial(0), 1000, _FakeWatcher(), budget, prune=False)  # type: ignore[arg-type]
+    reporter.now = lambda: fake[0]
+    reporter.start_fit(1000)  # CatBoost's rate is meant for 1,000 rounds
+    fake[0] += 3.0  # 3 s of setup before the first round
+    assert not reporter(0, 0.5)
+    for step in range(1, 11):  # then 0.2 s a round: ~275 rounds by the deadline, not 700
+        fake[0] += 0.2
+        stopped = reporter(step, 0.5)
+    assert stopped and reporter.resize == pytest.approx((58.0 - 5.0 - 3.0) / 0.2 * 0.9, abs=1)
+    assert not reporter.budget_stop and not reporter.reason  # neither pruned nor out of time
+
+    # A fit on course for its rounds (or not resizable) runs on.
+    reporter.start_fit(1000)
+    assert not any(reporter(step, 0.5) for step in range(30))  # the fake clock stands still
+    assert reporter.resize is None
+    reporter.start_fit(None)
+    fake[0] += 1.0
+    assert not any(reporter(step, 0.5) for step in range(30)) and reporter.resize is None

@@ -268,12 +268,14 @@ async def test_every_trial_failing_fails_the_experiment(stack: Stack, worker: Wo
 async def test_a_time_budget_alone_bounds_the_study(stack: Stack, worker: Worker) -> None:
     split = await make_split(stack, "breast_cancer", 300)
     message = experiment(
-        split, model_type=common_pb2.MODEL_TYPE_LIGHTGBM, n_trials=0, timeout_seconds=3
+        split, model_type=common_pb2.MODEL_TYPE_LIGHTGBM, n_trials=0, timeout_seconds=5
     )
     created = await create(stack, message)
-    assert created.study.n_trials == 0 and created.study.timeout.seconds == 3
+    assert created.study.n_trials == 0 and created.study.timeout.seconds == 5
     done = await wait_final(stack, created.name, timeout=60)
     assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+    # More than one trial (the budget, not a trial count, ended it), and it ended close to
+    # the budget (a few seconds of slack for the final fit on a busy machine).
     assert done.trials_completed >= 2
     took = done.end_time.ToDatetime() - done.start_time.ToDatetime()
-    assert took.total_seconds() < 15
+    assert took.total_seconds() < 20

@@ -9,6 +9,7 @@ is one conditional UPDATE, so several workers on one study never finalize it twi
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -135,6 +136,47 @@ def _insert(session: Session) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert
     return sqlite.insert
+
+
+@functools.cache
+def _record_insert(dialect: str) -> Any:
+    """record_trial's insert, built once per dialect (values bound at execution)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(experiment_trials)
+        .on_conflict_do_nothing(index_elements=["experiment_id", "number"])
+        .returning(T.number)
+    )
+
+
+@functools.cache
+def _record_update(kind: str, direction: Direction) -> Any:
+    """record_trial's counters-and-best-trial UPDATE for one kind of trial, built once.
+
+    The comparison with the best value happens in SQL, against the row the UPDATE locks, so
+    concurrent workers never lose a better trial."""
+    changes: dict[str, Any] = {
+        "trials_completed": E.trials_completed + 1,
+        "version": E.version + 1,
+        "update_time": sa.bindparam("p_now", type_=E.update_time.type),
+    }
+    if kind == "pruned":
+        changes["trials_pruned"] = E.trials_pruned + 1
+    elif kind == "failed":
+        changes["trials_failed"] = E.trials_failed + 1
+    elif kind == "complete":
+        value = sa.bindparam("p_value", type_=E.best_value.type)
+        beats = E.best_value < value if direction is Direction.MAXIMIZE else E.best_value > value
+        better = sa.or_(E.best_value.is_(None), beats)
+        number = sa.bindparam("p_number", type_=E.best_trial_number.type)
+        changes["best_trial_number"] = sa.case((better, number), else_=E.best_trial_number)
+        changes["best_value"] = sa.case((better, value), else_=E.best_value)
+    return (
+        sa.update(experiments)
+        .where(E.id == sa.bindparam("p_id"))
+        .values(**changes)
+        .returning(*experiments.c)
+    )
 
 
 def _not_found(experiment_id: str) -> NotFound:
@@ -387,39 +429,26 @@ class TrainingRepository:
             "fold_values": json_safe(list(trial.fold_values)),
             "predict_ms_per_1k_rows": _finite(trial.predict_ms_per_1k_rows),
         }
-        changes: dict[str, Any] = {
-            "trials_completed": E.trials_completed + 1,
-            "version": E.version + 1,
-            "update_time": utcnow(),
-        }
         value = _finite(trial.value)
         if trial.state is TrialState.PRUNED:
-            changes["trials_pruned"] = E.trials_pruned + 1
+            kind = "pruned"
         elif trial.state is TrialState.FAILED:
-            changes["trials_failed"] = E.trials_failed + 1
-        elif value is not None:
-            beats = (
-                E.best_value < value if direction is Direction.MAXIMIZE else E.best_value > value
-            )
-            better = sa.or_(E.best_value.is_(None), beats)
-            changes["best_trial_number"] = sa.case(
-                (better, trial.number), else_=E.best_trial_number
-            )
-            changes["best_value"] = sa.case((better, value), else_=E.best_value)
+            kind = "failed"
+        else:
+            kind = "complete" if value is not None else "no_value"
         with db_errors(), self.session_factory.begin() as session:
-            inserted = session.execute(
-                _insert(session)(experiment_trials)
-                .values(**values)
-                .on_conflict_do_nothing(index_elements=["experiment_id", "number"])
-                .returning(T.number)
-            ).first()
+            conn = session.connection()  # Core statements: no ORM execution path
+            inserted = conn.execute(_record_insert(conn.dialect.name), values).first()
             if inserted is None:
                 return None
-            row = session.execute(
-                sa.update(experiments)
-                .where(E.id == trial.experiment_id)
-                .values(**changes)
-                .returning(*experiments.c)
+            row = conn.execute(
+                _record_update(kind, direction),
+                {
+                    "p_id": trial.experiment_id,
+                    "p_now": utcnow(),
+                    "p_number": trial.number,
+                    "p_value": value,
+                },
             ).first()
             if row is None:
                 raise _not_found(trial.experiment_id)

@@ -33,15 +33,17 @@ reproduces the trial's model without storing every trial's model.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import math
+import re
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -49,7 +51,8 @@ from typing import Any
 import numpy as np
 import optuna
 import polars as pl
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+import sqlalchemy as sa
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaTrialState
@@ -62,13 +65,16 @@ from arbor_core.errors import FailedPrecondition
 from arbor_core.events import new_event
 from arbor_ml import metrics as M
 from arbor_ml.automl import (
+    RESIZE_PROBE_ROUNDS,
     FinalFit,
     TimeBudget,
     averaged_models,
     choose_final_fit,
+    ensemble_members,
     estimate_final_seconds,
     parse_final_fit,
     refit_iterations,
+    resized_rounds,
     startup_trials,
     warm_start,
 )
@@ -102,6 +108,7 @@ from arbor_training.domain import (
     TrialState,
     sampler_installed,
 )
+from arbor_training.optuna_storage import ArborRDBStorage, ArborStorage
 from arbor_training.repository import TrainingRepository
 
 log = logging.getLogger("arbor.training.study")
@@ -129,6 +136,10 @@ class StudySettings:
     # write and each check a read, so every boosting round would cost more than it prunes.
     report_points: int = 10
     finalizer_lease: float = 120.0  # seconds a finalizing worker's claim holds unrenewed
+    # Most threads one trial may use (fit, predict, numpy, OpenMP), 0: no cap. Workers sharing
+    # a host set it to cores / workers (``ARBOR_TRAINING_WORKERS_PER_HOST``), else each
+    # trial's libraries would start a thread per core and the workers would fight for them.
+    trial_threads: int = 0
 
 
 class Outcome(StrEnum):
@@ -144,6 +155,10 @@ class Outcome(StrEnum):
 # --------------------------------------------------------------------------- storage
 
 
+#: Tries to open the storage when another process is creating Optuna's tables at the same time.
+OPEN_ATTEMPTS = 5
+
+
 def storage_url(database_url: str, schema: str = "training") -> tuple[str, dict[str, Any]]:
     """Optuna's URL and engine options: same database as the service, its schema on PG."""
     url = effective_url(database_url, schema)
@@ -152,7 +167,17 @@ def storage_url(database_url: str, schema: str = "training") -> tuple[str, dict[
     # connection lost with the database fails one call; the job is then retried.
     kwargs: dict[str, Any] = {}
     if url.get_backend_name() == "postgresql":
-        kwargs["connect_args"] = {"options": f"-csearch_path={schema}", "connect_timeout": 5}
+        # synchronous_commit=off on Optuna's connections only (about 0.5 ms less per commit,
+        # several commits per trial). A worker crashing loses nothing: a commit is in the
+        # server's WAL buffers before it returns. Only a PostgreSQL crash (server or host)
+        # can lose the newest of these commits (wal_writer_delay, 200 ms, x3 at most), and only
+        # those after the last synchronous commit, since flushing the WAL up to a commit
+        # flushes everything before it. Every finished trial is followed by the service's own
+        # (synchronous) record_trial commit, so what such a crash can lose is the running
+        # trial's start (its row, parameters, heartbeat): after recovery it is an orphan or
+        # stale trial, failed and retried as for a killed worker, or absent.
+        options = f"-csearch_path={schema} -csynchronous_commit=off"
+        kwargs["connect_args"] = {"options": options, "connect_timeout": 5}
     else:
         kwargs["connect_args"] = {"timeout": 30}
     return url.render_as_string(hide_password=False), kwargs
@@ -163,18 +188,32 @@ def open_storage(
     settings: StudySettings,
     on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
     schema: str = "training",
-) -> RDBStorage:
-    """The shared storage, with heartbeats and a callback for trials of dead workers."""
+) -> ArborStorage:
+    """The shared storage, with heartbeats and a callback for trials of dead workers.
+
+    Optuna's tables come from the training migration (0003); Optuna still creates any that
+    are missing (a database nobody migrated), and a race of two processes doing that at once
+    (``UniqueViolation`` on ``pg_type``, "already exists") is retried once the winner is done.
+    """
     url, kwargs = storage_url(database_url, schema)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(
-            url,
-            engine_kwargs=kwargs,
-            heartbeat_interval=settings.heartbeat_interval,
-            grace_period=settings.grace_period,
-            heartbeat_stale_trial_callback=on_stale,
-        )
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                backend = ArborRDBStorage(
+                    url,
+                    engine_kwargs=kwargs,
+                    heartbeat_interval=settings.heartbeat_interval,
+                    grace_period=settings.grace_period,
+                    heartbeat_stale_trial_callback=on_stale,
+                )
+            return ArborStorage(backend)
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError) as err:
+            if attempt == OPEN_ATTEMPTS:
+                raise
+            log.warning("creating Optuna's tables raced another process (%s); retrying", err)
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
 
 
 def make_sampler(spec: ExperimentSpec, *, reseed: bool) -> optuna.samplers.BaseSampler:
@@ -420,6 +459,44 @@ def split_params(spec: ExperimentSpec, params: Mapping[str, Any]) -> tuple[Model
     return library, {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
 
 
+def trial_params(spec: ExperimentSpec, trial: FrozenTrial) -> tuple[ModelType, dict]:
+    """(library, the parameters it trained with): those drawn, unless the trial was resized
+    to the time left (``_Reporter.resize``), which changed its learning rate."""
+    library, params = split_params(spec, trial.params)
+    resized = (trial.user_attrs.get(ATTR) or {}).get("resized") or {}
+    return library, dict(resized.get("params") or params)
+
+
+_POOLS: dict[frozenset[ModelType], Any] = {}
+
+
+def thread_pools(threads: int, libraries: frozenset[ModelType] = frozenset()) -> Any:
+    """The process's native thread pools (OpenMP, BLAS) as loaded now, to cap during trials;
+    None for no cap (0) or without threadpoolctl. A scan of the loaded libraries costs 10 to
+    50 ms, so it is kept per set of model libraries (made after they are imported)."""
+    if threads <= 0:
+        return None
+    if libraries in _POOLS:
+        return _POOLS[libraries]
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        return None
+    pools = _POOLS[libraries] = ThreadpoolController()
+    return pools
+
+
+@contextlib.contextmanager
+def thread_limit(pools: Any, threads: int) -> Iterator[None]:
+    """Caps ``pools`` at ``threads`` for one trial: a library call without its own thread
+    setting (a predict, numpy) must not take every core while other workers share the host."""
+    if pools is None or threads <= 0:
+        yield
+        return
+    with pools.limit(limits=threads):
+        yield
+
+
 # --------------------------------------------------------------------------- budget
 
 
@@ -529,6 +606,45 @@ class _Reporter:
         self.reason = ""
         self.budget_stop = False
         self.intermediate: list[tuple[int, float]] = []
+        #: Rounds the trial's learning rate is meant for, when it may be resized to fit the
+        #: time left (``arbor_ml.automl.resized_rounds``); ``resize`` is then the new count.
+        self.planned_rounds: int | None = None
+        self.resize: int | None = None
+        self.now = time.monotonic  # the clock the pace is read on (a test can drive it)
+        self._fit_started = self.now()
+        self._first: tuple[int, float] | None = None
+
+    def start_fit(self, planned_rounds: int | None) -> None:
+        """A fit begins now (the pace of its rounds is timed from here)."""
+        self.planned_rounds = planned_rounds
+        self.resize = None
+        self._fit_started = self.now()
+        self._first = None
+
+    def _check_pace(self, step: int) -> bool:
+        """Whether to stop now and restart with ``self.resize`` rounds (once per fit)."""
+        if self.planned_rounds is None or self.clock is None:
+            return False
+        limit = self.clock.trial_deadline
+        if limit is None:
+            return False
+        now = self.now()
+        if self._first is None:
+            self._first = (step, now)
+            return False
+        first_step, first_time = self._first
+        if step - first_step < RESIZE_PROBE_ROUNDS:
+            return False
+        pace = (now - first_time) / (step - first_step)
+        self.resize = resized_rounds(
+            done=step + 1,
+            pace_s=pace,
+            setup_s=first_time - self._fit_started,
+            time_left_s=limit - now,
+            planned=self.planned_rounds,
+        )
+        self.planned_rounds = None  # judged once
+        return self.resize is not None
 
     def __call__(self, step: int, value: float) -> bool:
         if self.watcher.stop_requested:
@@ -536,6 +652,8 @@ class _Reporter:
             return True
         if self.clock is not None and self.clock.trials_over():
             self.budget_stop = True
+            return True
+        if self._check_pace(step):
             return True
         if (step + 1) % self.every == 0 and math.isfinite(value):
             self.intermediate.append((self.offset + step + 1, float(value)))
@@ -581,9 +699,20 @@ class RefitResult:
     final_iterations: int = 0
 
 
-def bundle_prefix_for(spec: ExperimentSpec, experiment_id: str) -> str:
-    """One prefix per experiment, so a retried finalization finds (and reuses) its bundle."""
-    return f"models/{spec.model_name}/experiments/{experiment_id}/"
+def bundle_prefix_for(spec: ExperimentSpec, experiment_id: str, finalizer: str = "") -> str:
+    """One prefix per experiment and finalizer (the lease holder's worker id).
+
+    Each finalizer writes only under its own prefix, so one that stalled inside
+    ``save_bundle`` past its lease can never overwrite the files another holder saved and
+    registered since (the bundle is fenced like the experiment row). The same worker retrying
+    (a registry outage) finds and reuses its own bundle; the registration stays idempotent on
+    the experiment, so whichever bundle registered first is the model version.
+    """
+    base = f"models/{spec.model_name}/experiments/{experiment_id}/"
+    if not finalizer:
+        return base
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", finalizer).strip("-.")[:120] or "worker"
+    return f"{base}{slug}/"
 
 
 class StudyRunner:
@@ -713,6 +842,7 @@ class StudyRunner:
             self.fail_stale(study)
             budget = _Budget(spec.study.n_trials)
             objective = self._objective(experiment, data, trainers, watcher, clock, budget)
+            wait = 0.0  # the poll for trials running elsewhere, once the budget is taken
             while True:
                 if self.shutdown.is_set():
                     return Outcome.SHUTDOWN
@@ -724,7 +854,10 @@ class StudyRunner:
                 if clock.trials_over():
                     return Outcome.TIMEOUT
                 if not budget.spent:
-                    study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[record])
+                    with self.storage.coalescing():
+                        study.optimize(
+                            objective, n_trials=1, catch=(Exception,), callbacks=[record]
+                        )
                     self._reserve_final_fit(experiment, study, data, clock)
                     continue
                 # The budget is taken: wait for trials running elsewhere; run retried ones.
@@ -738,7 +871,10 @@ class StudyRunner:
                     continue
                 if not pending:
                     return Outcome.BUDGET_DONE
-                time.sleep(self.settings.control_interval)
+                # Soon at first (the other worker's last trial is often about to end), then
+                # backing off to the control interval.
+                wait = min(self.settings.control_interval, max(0.05, wait * 2))
+                time.sleep(wait)
 
     def clock(self, experiment: Experiment) -> TimeBudget:
         """The study's time budget, counted from the experiment's start (a resumed study
@@ -797,6 +933,10 @@ class StudyRunner:
         every = self.report_every(spec)
         prune = spec.study.pruner is not Pruner.NONE
         settings = fit_settings(spec)
+        cap = self.settings.trial_threads
+        if cap > 0:
+            settings = replace(settings, threads=min(settings.threads or cap, cap))
+        pools = thread_pools(settings.threads, frozenset(trainers))
         cv = spec.study.cv_folds > 0
         maximize = spec.direction is Direction.MAXIMIZE
 
@@ -809,7 +949,8 @@ class StudyRunner:
                 trial.set_user_attr(ATTR, {"discarded": True})
                 raise optuna.TrialPruned(f"trial {trial.number} is past the budget")
             try:
-                return run(trial)
+                with thread_limit(pools, settings.threads):
+                    return run(trial)
             except optuna.TrialPruned:
                 raise
             except Exception as exc:
@@ -832,6 +973,9 @@ class StudyRunner:
                 library = ModelType(spec.model_type)
                 trainer = trainers[library]
                 params = trainer.suggest_params(trial)
+            # The parameters, written together before the fit (other workers' samplers see
+            # this running trial's point; see optuna_storage).
+            self.storage.flush(trial._trial_id)
             attrs: dict[str, Any] = {"model_type": library.value, "worker": self.worker_id}
             # With cross-validation the pruner judges fold by fold; without, round by round.
             reporter = _Reporter(trial, every, watcher, clock, prune and not cv)
@@ -839,11 +983,34 @@ class StudyRunner:
             results: list[FitResult] = []
             parts = data.trial_parts(library)
             outputs: list[np.ndarray] = []
+            # One part (no cross-validation) may be resized to the time left once.
+            planned = trainer.planned_rounds(settings) if len(parts) == 1 else None
             for fold, prepared in enumerate(parts):
                 reporter.offset = fold * max_iterations(spec)
                 fit_started = time.perf_counter()
                 try:
+                    reporter.start_fit(planned)
                     result = trainer.fit(prepared, params, settings, on_iteration=reporter)
+                    if reporter.resize is not None and planned is not None:
+                        rounds = reporter.resize
+                        params = trainer.params_for_rounds(
+                            params, prepared.train_rows, planned, rounds
+                        )
+                        attrs["resized"] = {"iterations": rounds, "params": params}
+                        log.info(
+                            "trial %d resized to %d rounds to fit the time left (%s)",
+                            trial.number,
+                            rounds,
+                            {k: v for k, v in params.items() if k == "learning_rate"},
+                        )
+                        reporter.start_fit(None)
+                        reporter.intermediate.clear()  # the values of the fit given up
+                        result = trainer.fit(
+                            prepared,
+                            params,
+                            replace(settings, iterations=rounds),
+                            on_iteration=reporter,
+                        )
                 except Exception as exc:
                     attrs["fit_seconds"] = fit_seconds + time.perf_counter() - fit_started
                     attrs["error"] = f"{type(exc).__name__}: {exc}"[:2000]
@@ -873,7 +1040,11 @@ class StudyRunner:
             last = results[-1]
             valid = parts[len(results) - 1].x_valid
             if valid is not None:
+                timed = time.perf_counter()
                 attrs["predict_ms_per_1k_rows"] = predict_ms_per_1k_rows(last.model, valid)
+                # Predict time too: recorded with the fit time (not platform overhead), kept
+                # apart from ``fit_seconds``, which the final-fit estimate reads.
+                attrs["predict_seconds"] = time.perf_counter() - timed
             attrs["metrics"] = _mean_metrics([r.metrics for r in results])
             if reporter.budget_stop:
                 attrs["stopped_by_budget"] = True
@@ -984,13 +1155,13 @@ class StudyRunner:
         """The best trial's final model (see ``arbor_ml.automl``: ``all``, ``train`` or the
         trial's own model), its decision threshold, evaluated and saved as a bundle.
 
-        A bundle already saved under the experiment's prefix (an earlier attempt that died
-        before registering) is loaded and reused, so a retried registration points at the
-        very same files.
+        A bundle this worker already saved under its own prefix for the experiment (an
+        earlier attempt that failed to register) is loaded and reused, so a retried
+        registration points at the very same files; another finalizer never writes there.
         """
         spec = experiment.spec
-        prefix = bundle_prefix_for(spec, experiment.id)
-        library, params = split_params(spec, best.params)
+        prefix = bundle_prefix_for(spec, experiment.id, self.worker_id)
+        library, params = trial_params(spec, best)
         if self.store.exists(prefix + "manifest.json"):
             bundle = load_bundle(self.store, prefix)
             ref = existing_ref(self.store, prefix)
@@ -1026,6 +1197,7 @@ class StudyRunner:
             have_trial_model=kept is not None,
         )
         best_iterations = attrs.get("best_iterations") or [attrs.get("best_iteration")]
+        ensemble = [best.number]  # the trials averaged into the final model
         if choice is FinalFit.TRIAL:
             assert kept is not None
             result, prepared = kept.result, kept.prepared
@@ -1040,11 +1212,14 @@ class StudyRunner:
                 max_iterations=max_iterations(spec),
             )
             settings = replace(fit_settings(spec), iterations=rounds, early_stopping_rounds=None)
-            seeds = 1
+            members: list[tuple[dict, FitSettings]] = [(params, settings)]
             if choice is FinalFit.ALL and trainer.can_average:
                 per_fit = max(estimate - ESTIMATE_OVERHEAD_S, 0.0)  # one refit, no packaging
-                seeds = averaged_models(remaining, per_fit, overhead_s=FINAL_OVERHEAD_S)
-            result = trainer.fit_averaged(prepared, params, settings, seeds)
+                most = averaged_models(remaining, per_fit, overhead_s=FINAL_OVERHEAD_S)
+                members, ensemble = self._ensemble(
+                    experiment, best, data, prepared.train_rows, settings, most, per_fit
+                )
+            result = trainer.fit_ensemble(prepared, members)
         post = spec.postprocessing
         options = post.ml_options()
         y_valid, output = self._validation_predictions(kept, result, data, library, choice)
@@ -1076,6 +1251,7 @@ class StudyRunner:
                 "optuna_version": optuna.__version__,
                 "final_fit": choice.value,
                 "averaged_models": int(result.extra.get("averaged_models", 1)),
+                "ensemble_trials": ensemble,
                 "cv_folds": spec.study.cv_folds,
                 "threshold_tuning": tuning,
             },
@@ -1122,6 +1298,54 @@ class StudyRunner:
             final_fit=choice.value,
             final_iterations=int(bundle.metadata.get("iterations") or result.iterations),
         )
+
+    def _ensemble(
+        self,
+        experiment: Experiment,
+        best: FrozenTrial,
+        data: StudyData,
+        refit_rows: int,
+        settings: FitSettings,
+        most: int,
+        per_fit: float,
+    ) -> tuple[list[tuple[dict, FitSettings]], list[int]]:
+        """The final fit's members (parameters, settings) and the trials they come from: the
+        best trial, the next best of its library within reach of it
+        (``arbor_ml.automl.ensemble_members``), then seeds of the best up to ``most``. A trial
+        whose refit would take much longer than the best's (which the budget was sized on)
+        is left out."""
+        spec = experiment.spec
+        library, params = trial_params(spec, best)
+        study = optuna.load_study(study_name=experiment.id, storage=self.storage)
+        same = {
+            t.number: t
+            for t in study.get_trials(deepcopy=False, states=(OptunaTrialState.COMPLETE,))
+            if t.value is not None and trial_params(spec, t)[0] is library
+        }
+        same[best.number] = best
+        scored = [
+            (number, float(t.value))  # type: ignore[arg-type]
+            for number, t in same.items()
+            if number == best.number
+            or self._final_estimate(spec, t, data) - ESTIMATE_OVERHEAD_S <= per_fit * 1.5
+        ]
+        numbers = ensemble_members(
+            scored, best=best.number, maximize=spec.direction is Direction.MAXIMIZE, most=most
+        )
+        members: list[tuple[dict, FitSettings]] = []
+        for number in numbers:
+            trial = same[number]
+            attrs = trial.user_attrs.get(ATTR) or {}
+            rounds = refit_iterations(
+                attrs.get("best_iterations") or [attrs.get("best_iteration")],
+                fit_rows=int(attrs.get("fit_rows") or data.fit_rows()),
+                refit_rows=refit_rows,
+                max_iterations=max_iterations(spec),
+            )
+            members.append((trial_params(spec, trial)[1], replace(settings, iterations=rounds)))
+        for extra in range(len(members), most):  # seeds of the best fill the rest
+            members.append((params, replace(settings, seed=(settings.seed + extra) % 2**31)))
+        return members, numbers
 
     @staticmethod
     def _validation_predictions(
@@ -1294,7 +1518,11 @@ def trial_record(experiment_id: str, trial: FrozenTrial) -> TrialRecord | None:
         error_message=str(attrs.get("error") or ""),
         model_type=str(attrs.get("model_type") or ""),
         best_iteration=attrs.get("best_iteration"),
-        fit_seconds=attrs.get("fit_seconds"),
+        fit_seconds=(
+            attrs["fit_seconds"] + (attrs.get("predict_seconds") or 0.0)
+            if attrs.get("fit_seconds") is not None
+            else None
+        ),
         worker=str(attrs.get("worker") or ""),
         fold_values=[float(v) if v is not None else math.nan for v in folds]
         if len(folds := attrs.get("fold_values") or ()) > 1

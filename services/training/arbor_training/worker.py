@@ -53,6 +53,7 @@ from arbor_core.logging import configure_logging, request_id_scope
 from arbor_core.metrics import start_process_telemetry
 from arbor_core.outbox import OutboxRelay
 from arbor_core.telemetry import continue_trace
+from arbor_ml.preload import LibraryPreload
 from arbor_training.domain import (
     JOB_QUEUE,
     Experiment,
@@ -69,6 +70,8 @@ from arbor_training.tables import outbox
 log = logging.getLogger("arbor.training.worker")
 
 REGISTER_TIMEOUT_S = 30.0
+#: Import LightGBM, XGBoost and CatBoost when the worker starts (0: on first use).
+PRELOAD_ENV = "ARBOR_TRAINING_PRELOAD_LIBRARIES"
 #: Errors that will not go away by retrying: the experiment fails with the reason.
 PERMANENT = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
              grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
@@ -103,8 +106,21 @@ class WorkerConfig:
                 grace_period=int(_env("ARBOR_TRAINING_GRACE_SECONDS", 30)),
                 control_interval=_env("ARBOR_TRAINING_CONTROL_INTERVAL_SECONDS", 0.5),
                 finalizer_lease=_env("ARBOR_TRAINING_FINALIZER_LEASE_SECONDS", 120.0),
+                trial_threads=trial_threads(),
             ),
         )
+
+
+def trial_threads() -> int:
+    """Threads per trial: ``ARBOR_TRAINING_TRIAL_THREADS``, else cores / the number of
+    workers on this host (``ARBOR_TRAINING_WORKERS_PER_HOST``; a worker alone: no cap)."""
+    explicit = int(_env("ARBOR_TRAINING_TRIAL_THREADS", 0))
+    if explicit > 0:
+        return explicit
+    workers = int(_env("ARBOR_TRAINING_WORKERS_PER_HOST", 1))
+    if workers <= 1:
+        return 0
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 class Transient(Exception):
@@ -478,6 +494,9 @@ def main() -> None:
     metrics_endpoint = start_process_telemetry("training-worker", settings.host)
     if os.environ.get("ARBOR_MIGRATE_ON_START", "1").strip().lower() not in {"0", "false", "no"}:
         migrate(settings)
+    if os.environ.get(PRELOAD_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}:
+        # The first job's trials (and its time budget) should not pay the libraries' import.
+        LibraryPreload().start()
     started = time.monotonic()
     try:
         asyncio.run(run_until_signal(settings))
