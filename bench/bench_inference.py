@@ -205,13 +205,24 @@ class EchoServer:
 
 def model_alone(bundle: Any, compiled: bool) -> Callable[[Any], Any]:
     """``f(x)``: the model on a float64 numpy matrix, one thread, no Arbor code: the compiled
-    predictor when attached (what the server's fast path calls), else the library."""
+    predictor when attached (what the server's fast path calls), for CatBoost's small batches
+    the ``arbor_ml.oblivious`` arrays, else the library."""
     from bench.bench_floor import library_call
 
     predictor = bundle.model.compiled if compiled else None
     if predictor is not None:
         return lambda x: predictor.predict(x, threads=1)
-    return library_call(bundle)
+    library = library_call(bundle)
+    if compiled and bundle.model.library == "catboost":  # small batches: arbor_ml.oblivious
+        from arbor_inference.fastpath import OBLIVIOUS_TREE_ROWS
+        from arbor_ml.oblivious import build_checked
+
+        kind = "Probability" if bundle.task.is_classification else "RawFormulaVal"
+        arrays = build_checked(bundle.model.native, kind)
+        if arrays is not None:
+            most = max(1, OBLIVIOUS_TREE_ROWS // arrays.n_trees)
+            return lambda x: arrays.predict(x) if len(x) <= most else library(x)
+    return library
 
 
 # --------------------------------------------------------------------------- measuring

@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-from inference_support import make_frame, model_version_message, numeric_bundle, save, train_bundle
+from inference_support import (
+    TEST_OPTIONS,
+    Stack,
+    columnar,
+    make_frame,
+    model_version_message,
+    numeric_bundle,
+    save,
+    start_inference,
+    train_bundle,
+)
 
+from arbor.common.v1 import common_pb2
+from arbor.inference.v1 import inference_service_pb2 as pb
+from arbor.inference.v1 import inference_service_pb2_grpc as inf_grpc
 from arbor_core.artifacts import LocalArtifactStore
 from arbor_inference.domain import LoadedModel, load_model, store_root_uri
+from arbor_inference.fastpath import OBLIVIOUS_TREE_ROWS
 from arbor_inference.inputs import Table
 from arbor_inference.resolver import ResolvedVersion
 from arbor_ml import ModelBundle
 
 
-def loaded(bundle: ModelBundle, tmp_path: Path) -> LoadedModel:
+def loaded(bundle: ModelBundle, tmp_path: Path, *, compiled: bool = False) -> LoadedModel:
     store = LocalArtifactStore(tmp_path / "store")
     message = model_version_message(save(bundle, store, "m", 1), "experiments/e")
     message.name, message.model, message.version = "models/m/versions/1", "m", 1
-    return load_model(ResolvedVersion.from_proto(message), store, store_root_uri(store))
+    return load_model(
+        ResolvedVersion.from_proto(message), store, store_root_uri(store), compiled=compiled
+    )
 
 
 @pytest.mark.parametrize("library", ["catboost", "xgboost", "lightgbm"])
@@ -94,3 +112,77 @@ def test_a_failing_compiled_predictor_is_detached_not_fatal(tmp_path: Path) -> N
     table = Table.from_frame(frame, model.spec)
     np.testing.assert_array_equal(model.predict_raw(table, 0), bundle.predict_raw(frame))
     assert model.bundle.model.compiled is None
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_small_catboost_batches_use_the_oblivious_predictor(task: str, tmp_path: Path) -> None:
+    bundle, frame = numeric_bundle("catboost", task, features=6, trees=15, rows=400)
+    model = loaded(bundle, tmp_path, compiled=True)  # compiled: fast predictors allowed
+    assert model.fast is not None and model.fast.oblivious is not None
+    frame = frame.with_columns(  # missing values take the saved fill, as on the Polars path
+        pl.when(pl.int_range(frame.height) % 5 == 0).then(None).otherwise(pl.col("f2")).alias("f2")
+    )
+    assert model.fast.oblivious_max_rows == OBLIVIOUS_TREE_ROWS // 15  # rows x trees budget
+    limit = model.fast.oblivious_max_rows = 48  # as for ~340 trees: both sides of the cut
+    for rows in (1, limit, limit + 1, 300):
+        calls = model.fast.oblivious.calls
+        table = Table.from_frame(frame[:rows], model.spec)
+        answer = model.predict_raw(table, fast_max_rows=0)
+        # CatBoost's own predict (the library path) gives the same numbers
+        np.testing.assert_allclose(answer, bundle.predict_raw(frame[:rows]), rtol=1e-12, atol=0)
+        used = model.fast.oblivious.calls - calls
+        assert used == (1 if rows <= limit else 0)
+    assert loaded(bundle, tmp_path / "off").fast.oblivious is None  # type: ignore[union-attr]
+
+
+def test_catboost_with_categoricals_keeps_its_own_predict(tmp_path: Path) -> None:
+    bundle = train_bundle("catboost", "binary", iterations=5, rows=200)
+    model = loaded(bundle, tmp_path, compiled=True)
+    assert model.fast is not None and model.fast.oblivious is None
+
+
+@pytest.mark.integration
+async def test_one_row_catboost_predict_uses_the_oblivious_predictor(
+    stack: Stack, unique: Callable[[str], str]
+) -> None:
+    bundle, frame = numeric_bundle("catboost", "binary", features=6, trees=15, rows=400)
+    version = await stack.register(unique("oblivious"), bundle)
+    options = dataclasses.replace(TEST_OPTIONS, compiled=True)  # as served by default
+    runner, channel = await start_inference(stack.settings, options)
+    try:
+        stub = inf_grpc.InferenceServiceStub(channel)
+        selector = common_pb2.ModelSelector(model_version=version.name)
+        for row in range(3):
+            response = await stub.Predict(
+                pb.PredictRequest(
+                    model=selector, input=columnar(frame[row : row + 1]), include_probabilities=True
+                )
+            )
+            np.testing.assert_allclose(  # the library path's answer
+                np.array(response.probabilities),
+                bundle.predict_raw(frame[row : row + 1]).reshape(-1),
+                rtol=1e-12,
+                atol=0,
+            )
+        models = runner.inference.models  # type: ignore[attr-defined]
+        served = [models.peek(key) for key in list(models) if key.startswith(version.name)]
+        assert len(served) == 1 and served[0].fast is not None
+        assert served[0].fast.oblivious is not None and served[0].fast.oblivious.calls >= 3
+    finally:
+        await channel.close()
+        await runner.stop(0.5)
+
+
+def test_a_failing_oblivious_predictor_is_dropped_not_fatal(tmp_path: Path) -> None:
+    bundle, frame = numeric_bundle("catboost", "regression", features=4, trees=10, rows=300)
+    model = loaded(bundle, tmp_path, compiled=True)
+    assert model.fast is not None and model.fast.oblivious is not None
+
+    class Broken:
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            raise RuntimeError("oblivious predict failed")
+
+    model.fast.oblivious = Broken()
+    table = Table.from_frame(frame[:1], model.spec)
+    np.testing.assert_array_equal(model.predict_raw(table, 0), bundle.predict_raw(frame[:1]))
+    assert model.fast.oblivious is None  # CatBoost's predict from now on

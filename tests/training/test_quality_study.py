@@ -143,7 +143,14 @@ async def test_threshold_is_tuned_on_validation_and_stored(stack: Stack, worker:
 async def test_time_budget_includes_the_final_fit(stack: Stack, worker: Worker) -> None:
     split = await make_split(stack, "hpc_data", 300, test=True)
     # Long trials (many rounds, patient early stopping) and no trial limit: only time stops it.
-    message = experiment(split, n_trials=0, max_iterations=20000, timeout_seconds=5)
+    # LightGBM: a CatBoost trial this slow would be resized to fit the time left instead.
+    message = experiment(
+        split,
+        model_type=common_pb2.MODEL_TYPE_LIGHTGBM,
+        n_trials=0,
+        max_iterations=100_000,
+        timeout_seconds=5,
+    )
     message.study.early_stopping_rounds = 5000
     created = await create(stack, message)
     done = await wait_final(stack, created.name, timeout=90)

@@ -101,7 +101,8 @@ class ServingOptions:
     cache_max_bytes: int = 4 << 30
     #: ARBOR_INFERENCE_COMPILED: LightGBM/XGBoost models get a compiled predictor
     #: (``arbor_ml.compiled``, built in the background, cached on disk, self-checked; the
-    #: ML core's ARBOR_COMPILED_INFERENCE=off also turns it off). 0: never.
+    #: ML core's ARBOR_COMPILED_INFERENCE=off also turns it off), and CatBoost models with
+    #: numeric features only predict small batches with ``arbor_ml.oblivious``. 0: never.
     compiled: bool = True
     #: ARBOR_INFERENCE_WORKERS: threads for CPU work (default: the machine's cores).
     workers: int = field(default_factory=lambda: os.cpu_count() or 2)
@@ -325,6 +326,7 @@ def load_model(
 
     With ``compiled``, a cached compiled predictor is attached at once and a missing one is
     built on a background thread (the library answers meanwhile); see ``arbor_ml.compiled``.
+    It also lets the fast path use ``arbor_ml.oblivious`` for small CatBoost batches.
     """
     message = version.message
     started = time.perf_counter()
@@ -334,7 +336,7 @@ def load_model(
     if compiled:
         _enable_compiled(bundle, version.name)
     spec = input_spec(bundle, message.signature if message.HasField("signature") else None)
-    fast = FastPath.build(bundle, spec) if fast_path else None
+    fast = FastPath.build(bundle, spec, oblivious=compiled) if fast_path else None
     classes_text = list(message.signature.class_labels) if message.HasField("signature") else []
     class_values = bundle.classes if bundle.task.is_classification else []
     if len(classes_text) != len(class_values):
