@@ -89,7 +89,9 @@ def serve(work: Path) -> None:
     async def main() -> None:
         registry_settings = settings("registry", database_url=f"sqlite:///{work / 'reg.db'}")
         migrate(registry_settings)
-        registry = build_registry(registry_settings, relay_poll_interval=0.05)
+        # The registry shares this process (a deployment runs it apart): its outbox relay
+        # polls at a calm 0.5 s so its SQL thread does not contend with inference for the GIL.
+        registry = build_registry(registry_settings, relay_poll_interval=0.5)
         await registry.start()
         addresses = dict(registry_settings.service_addresses, registry=registry.address)
         inference = build_inference(settings("inference", service_addresses=addresses))
