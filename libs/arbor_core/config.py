@@ -14,15 +14,26 @@ DEFAULT_PORTS = {"split": 50051, "training": 50052, "registry": 50053, "inferenc
 
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name)
-    return default if value is None or value == "" else value
+    return default if value is None or value.strip() == "" else value.strip()
 
 
-def _env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
+    """An integer knob from the environment (unset or blank: ``default``)."""
     return int(_env(name, str(default)))
 
 
-def _env_bool(name: str, default: bool) -> bool:
+def env_float(name: str, default: float) -> float:
+    """A number knob from the environment (unset or blank: ``default``)."""
+    return float(_env(name, repr(default)))
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """An on/off knob: 1/true/yes/on are on, anything else off (unset or blank: ``default``)."""
     return _env(name, "1" if default else "0").lower() in {"1", "true", "yes", "on"}
+
+
+_env_int = env_int
+_env_bool = env_flag
 
 
 def _env_list(name: str, default: list[str]) -> list[str]:

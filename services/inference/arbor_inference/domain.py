@@ -50,6 +50,7 @@ import pyarrow as pa
 from arbor.common.v1 import common_pb2
 from arbor_core import metrics as arbor_metrics
 from arbor_core.artifacts import ArtifactStore, open_store
+from arbor_core.config import env_float, env_int
 from arbor_core.errors import ArborError, DeadlineExceeded, FailedPrecondition, InvalidArgument
 from arbor_inference.cache import ModelCache
 from arbor_inference.fastpath import FastPath
@@ -66,16 +67,6 @@ MANIFEST = "manifest.json"
 
 
 # --------------------------------------------------------------------------- options
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    return int(raw) if raw else default
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    return float(raw) if raw else default
 
 
 @dataclass(frozen=True)
@@ -115,24 +106,24 @@ class ServingOptions:
     def from_env(cls) -> ServingOptions:
         default = cls()
         options = cls(
-            max_batch_rows=_env_int("ARBOR_INFERENCE_MAX_BATCH_ROWS", default.max_batch_rows),
-            max_explain_rows=_env_int("ARBOR_INFERENCE_MAX_EXPLAIN_ROWS", default.max_explain_rows),
-            fast_path_max_rows=_env_int(
+            max_batch_rows=env_int("ARBOR_INFERENCE_MAX_BATCH_ROWS", default.max_batch_rows),
+            max_explain_rows=env_int("ARBOR_INFERENCE_MAX_EXPLAIN_ROWS", default.max_explain_rows),
+            fast_path_max_rows=env_int(
                 "ARBOR_INFERENCE_FAST_PATH_MAX_ROWS", default.fast_path_max_rows
             ),
-            fast_path_numeric_batches=_env_int(
+            fast_path_numeric_batches=env_int(
                 "ARBOR_INFERENCE_FAST_PATH_NUMERIC_BATCHES", int(default.fast_path_numeric_batches)
             )
             != 0,
-            resolve_timeout_s=_env_float(
+            resolve_timeout_s=env_float(
                 "ARBOR_INFERENCE_RESOLVE_TIMEOUT_S", default.resolve_timeout_s
             ),
-            resolve_ttl_s=_env_float("ARBOR_INFERENCE_RESOLVE_TTL_S", default.resolve_ttl_s),
-            cache_max_models=_env_int("ARBOR_INFERENCE_CACHE_MAX_MODELS", default.cache_max_models),
-            cache_max_bytes=_env_int("ARBOR_INFERENCE_CACHE_MAX_BYTES", default.cache_max_bytes),
-            compiled=_env_int("ARBOR_INFERENCE_COMPILED", 1) != 0,
-            workers=_env_int("ARBOR_INFERENCE_WORKERS", default.workers),
-            inline_max_rows=_env_int("ARBOR_INFERENCE_INLINE_MAX_ROWS", default.inline_max_rows),
+            resolve_ttl_s=env_float("ARBOR_INFERENCE_RESOLVE_TTL_S", default.resolve_ttl_s),
+            cache_max_models=env_int("ARBOR_INFERENCE_CACHE_MAX_MODELS", default.cache_max_models),
+            cache_max_bytes=env_int("ARBOR_INFERENCE_CACHE_MAX_BYTES", default.cache_max_bytes),
+            compiled=env_int("ARBOR_INFERENCE_COMPILED", 1) != 0,
+            workers=env_int("ARBOR_INFERENCE_WORKERS", default.workers),
+            inline_max_rows=env_int("ARBOR_INFERENCE_INLINE_MAX_ROWS", default.inline_max_rows),
         )
         if options.max_batch_rows < 1 or options.max_explain_rows < 1 or options.workers < 1:
             raise InvalidArgument(

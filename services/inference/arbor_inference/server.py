@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from arbor_core import metrics as arbor_metrics
 from arbor_core.artifacts import open_store
 from arbor_core.clients import service_channel
-from arbor_core.config import Settings
+from arbor_core.config import Settings, env_flag
 from arbor_core.events import (
     EVENTS_ROOT,
     EventSubscription,
@@ -147,7 +146,7 @@ def build_runner(settings: Settings, *, options: ServingOptions | None = None) -
         executor.shutdown(wait=False, cancel_futures=True)
 
     readiness = []
-    if os.environ.get(PRELOAD_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}:
+    if env_flag(PRELOAD_ENV, True):
         preload = LibraryPreload()
         preload.start()
         readiness.append(preload.ready)

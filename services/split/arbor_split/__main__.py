@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
-from arbor_core.config import Settings, load_settings
+from arbor_core.config import Settings, env_flag, load_settings
 from arbor_core.logging import configure_logging
 from arbor_core.server import ServiceRunner, run_service
 from arbor_split.server import build_runner, migrate
@@ -17,7 +15,7 @@ async def _build(settings: Settings) -> ServiceRunner:
 def main() -> None:
     settings = load_settings("split")
     configure_logging(settings.service, settings.log_level)
-    if os.environ.get("ARBOR_MIGRATE_ON_START", "1").strip().lower() not in {"0", "false", "no"}:
+    if env_flag("ARBOR_MIGRATE_ON_START", True):
         migrate(settings)
     run_service(settings, _build)
 

@@ -7,11 +7,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import os
 from typing import Any
 
 from arbor_core.artifacts import ArtifactStore, open_store
-from arbor_core.config import Settings
+from arbor_core.config import Settings, env_float
 from arbor_core.db import make_engine, ping, run_db, upgrade
 from arbor_core.outbox import OutboxRelay
 from arbor_core.server import ServiceRunner, build_server
@@ -29,11 +28,6 @@ log = logging.getLogger("arbor.split")
 ORPHAN_GRACE_ENV = "ARBOR_SPLIT_ORPHAN_GRACE_SECONDS"
 #: Sweep period after the one at start-up (0: at start-up only).
 ORPHAN_SWEEP_ENV = "ARBOR_SPLIT_ORPHAN_SWEEP_SECONDS"
-
-
-def _env_seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    return float(raw) if raw else default
 
 
 def migrate(settings: Settings) -> None:
@@ -63,8 +57,8 @@ def build_runner(
     repository = SqlSplitRepository(engine)
     store = store if store is not None else open_store(settings.artifact_uri)
     service = SplitService(repository, store, DataAccess(settings.allowed_data_roots, gcs_client))
-    grace = orphan_grace_s if orphan_grace_s is not None else _env_seconds(ORPHAN_GRACE_ENV, 3600)
-    period = orphan_sweep_s if orphan_sweep_s is not None else _env_seconds(ORPHAN_SWEEP_ENV, 900)
+    grace = orphan_grace_s if orphan_grace_s is not None else env_float(ORPHAN_GRACE_ENV, 3600)
+    period = orphan_sweep_s if orphan_sweep_s is not None else env_float(ORPHAN_SWEEP_ENV, 900)
     store_timeout = float(getattr(store, "timeout", 0.0))
     if grace <= 2 * store_timeout:
         log.warning(

@@ -45,7 +45,7 @@ from arbor.registry.v1 import registry_service_pb2_grpc as registry_grpc
 from arbor.training.v1 import training_service_pb2
 from arbor_core.artifacts import open_store
 from arbor_core.clients import service_channel
-from arbor_core.config import Settings, load_settings
+from arbor_core.config import Settings, env_flag, env_float, load_settings
 from arbor_core.db import make_engine, run_db, session_factory
 from arbor_core.errors import ArborError, NotFound, Unavailable
 from arbor_core.events import connect_nats, ensure_streams, jobs_pull_subscription
@@ -78,11 +78,6 @@ PERMANENT = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITI
              grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.DATA_LOSS)  # fmt: skip
 
 
-def _env(name: str, default: float) -> float:
-    value = os.environ.get(name, "").strip()
-    return float(value) if value else default
-
-
 @dataclass(frozen=True)
 class WorkerConfig:
     """Queue and timing knobs (``ARBOR_TRAINING_*``); tests shorten them."""
@@ -98,14 +93,14 @@ class WorkerConfig:
     def from_env(cls) -> WorkerConfig:
         return cls(
             durable=os.environ.get("ARBOR_TRAINING_DURABLE", "") or "training-workers",
-            ack_wait=_env("ARBOR_TRAINING_ACK_WAIT_SECONDS", 60.0),
-            max_deliver=int(_env("ARBOR_TRAINING_MAX_DELIVER", 20)),
-            retry_delay=_env("ARBOR_TRAINING_RETRY_DELAY_SECONDS", 5.0),
+            ack_wait=env_float("ARBOR_TRAINING_ACK_WAIT_SECONDS", 60.0),
+            max_deliver=int(env_float("ARBOR_TRAINING_MAX_DELIVER", 20)),
+            retry_delay=env_float("ARBOR_TRAINING_RETRY_DELAY_SECONDS", 5.0),
             study=StudySettings(
-                heartbeat_interval=int(_env("ARBOR_TRAINING_HEARTBEAT_SECONDS", 10)),
-                grace_period=int(_env("ARBOR_TRAINING_GRACE_SECONDS", 30)),
-                control_interval=_env("ARBOR_TRAINING_CONTROL_INTERVAL_SECONDS", 0.5),
-                finalizer_lease=_env("ARBOR_TRAINING_FINALIZER_LEASE_SECONDS", 120.0),
+                heartbeat_interval=int(env_float("ARBOR_TRAINING_HEARTBEAT_SECONDS", 10)),
+                grace_period=int(env_float("ARBOR_TRAINING_GRACE_SECONDS", 30)),
+                control_interval=env_float("ARBOR_TRAINING_CONTROL_INTERVAL_SECONDS", 0.5),
+                finalizer_lease=env_float("ARBOR_TRAINING_FINALIZER_LEASE_SECONDS", 120.0),
                 trial_threads=trial_threads(),
             ),
         )
@@ -114,10 +109,10 @@ class WorkerConfig:
 def trial_threads() -> int:
     """Threads per trial: ``ARBOR_TRAINING_TRIAL_THREADS``, else cores / the number of
     workers on this host (``ARBOR_TRAINING_WORKERS_PER_HOST``; a worker alone: no cap)."""
-    explicit = int(_env("ARBOR_TRAINING_TRIAL_THREADS", 0))
+    explicit = int(env_float("ARBOR_TRAINING_TRIAL_THREADS", 0))
     if explicit > 0:
         return explicit
-    workers = int(_env("ARBOR_TRAINING_WORKERS_PER_HOST", 1))
+    workers = int(env_float("ARBOR_TRAINING_WORKERS_PER_HOST", 1))
     if workers <= 1:
         return 0
     return max(1, (os.cpu_count() or 1) // workers)
@@ -492,9 +487,9 @@ def main() -> None:
     settings = load_settings("training")
     configure_logging(settings.service, settings.log_level)
     metrics_endpoint = start_process_telemetry("training-worker", settings.host)
-    if os.environ.get("ARBOR_MIGRATE_ON_START", "1").strip().lower() not in {"0", "false", "no"}:
+    if env_flag("ARBOR_MIGRATE_ON_START", True):
         migrate(settings)
-    if os.environ.get(PRELOAD_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}:
+    if env_flag(PRELOAD_ENV, True):
         # The first job's trials (and its time budget) should not pay the libraries' import.
         LibraryPreload().start()
     started = time.monotonic()
