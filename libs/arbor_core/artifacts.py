@@ -266,19 +266,26 @@ class LocalArtifactStore:
     def _temp(self) -> Path:
         return self._tmp / f"{uuid.uuid4().hex}.tmp"
 
-    def _commit(self, key: str, data_tmp: Path, sha256: str, size: int, ctype: str | None) -> None:
+    def _place_sum(
+        self, key: str, sum_tmp: Path, sha256: str, size: int, ctype: str | None
+    ) -> Path:
+        """Write ``key``'s checksum record to ``sum_tmp`` (fsynced) and rename it into place;
+        returns the data file's path, its parent folder made."""
+        with sum_tmp.open("wb") as fh:
+            record = {"sha256": sha256, "size": size, "content_type": ctype}
+            fh.write(json.dumps(record).encode())
+            _fsync_write(fh)
         target = self._path(key)
         sum_target = self._sum_path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sum_target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(sum_tmp, sum_target)
+        return target
+
+    def _commit(self, key: str, data_tmp: Path, sha256: str, size: int, ctype: str | None) -> None:
         sum_tmp = self._temp()
         try:
-            with sum_tmp.open("wb") as fh:
-                record = {"sha256": sha256, "size": size, "content_type": ctype}
-                fh.write(json.dumps(record).encode())
-                _fsync_write(fh)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            sum_target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(sum_tmp, sum_target)
-            os.replace(data_tmp, target)
+            os.replace(data_tmp, self._place_sum(key, sum_tmp, sha256, size, ctype))
         finally:
             sum_tmp.unlink(missing_ok=True)
             data_tmp.unlink(missing_ok=True)
@@ -301,16 +308,9 @@ class LocalArtifactStore:
                     if existing != sha256:
                         raise _exists_error(key, existing, sha256)
                     return
-                sum_target = self._sum_path(key)
                 sum_tmp = self._temp()
                 try:
-                    with sum_tmp.open("wb") as fh:
-                        record = {"sha256": sha256, "size": size, "content_type": ctype}
-                        fh.write(json.dumps(record).encode())
-                        _fsync_write(fh)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    sum_target.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(sum_tmp, sum_target)
+                    self._place_sum(key, sum_tmp, sha256, size, ctype)
                     try:
                         os.link(data_tmp, target)
                     except FileExistsError:

@@ -32,10 +32,6 @@ def env_flag(name: str, default: bool) -> bool:
     return _env(name, "1" if default else "0").lower() in {"1", "true", "yes", "on"}
 
 
-_env_int = env_int
-_env_bool = env_flag
-
-
 def _env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -81,7 +77,7 @@ def load_settings(service: str) -> Settings:
     """Read settings for ``service`` from ``ARBOR_*`` environment variables."""
     home = Path(_env("ARBOR_HOME", ".arbor")).resolve()
     prefix = f"ARBOR_{service.upper()}_"
-    port = _env_int(prefix + "PORT", DEFAULT_PORTS.get(service, 0))
+    port = env_int(prefix + "PORT", DEFAULT_PORTS.get(service, 0))
     default_db = f"sqlite:///{home / (service + '.db')}"
     addresses = {
         name: _env(f"ARBOR_{name.upper()}_ADDRESS", f"127.0.0.1:{default_port}")
@@ -101,7 +97,7 @@ def load_settings(service: str) -> Settings:
         nats_namespace=_env("ARBOR_NATS_NAMESPACE", ""),
         artifact_uri=_env("ARBOR_ARTIFACT_URI", str(home / "artifacts")),
         allowed_data_roots=_env_list("ARBOR_ALLOWED_DATA_ROOTS", [str(Path.cwd())]),
-        max_message_bytes=_env_int("ARBOR_MAX_MESSAGE_BYTES", 64 * 1024 * 1024),
+        max_message_bytes=env_int("ARBOR_MAX_MESSAGE_BYTES", 64 * 1024 * 1024),
         grace_seconds=float(_env("ARBOR_GRACE_SECONDS", "10")),
         log_level=_env("ARBOR_LOG_LEVEL", "INFO"),
         service_addresses=addresses,

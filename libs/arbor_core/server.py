@@ -48,7 +48,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from arbor_core.config import Settings
+from arbor_core.config import Settings, env_flag, load_settings
 from arbor_core.errors import ArborError, FailedPrecondition, InvalidArgument, Unauthenticated
 from arbor_core.logging import configure_logging, request_id_var
 from arbor_core.metrics import start_process_telemetry
@@ -1028,3 +1028,22 @@ def run_service(settings: Settings, build: Callable[[Settings], Awaitable[Servic
     finally:
         if metrics_endpoint is not None:
             metrics_endpoint.stop()
+
+
+def service_main(
+    service: str,
+    build_runner: Callable[[Settings], ServiceRunner],
+    migrate: Callable[[Settings], None] | None = None,
+) -> None:
+    """A service's whole ``python -m arbor_<service>``: its settings, JSON logs, its schema
+    migrated before anything listens (unless ``ARBOR_MIGRATE_ON_START=0``), then
+    :func:`run_service` until SIGTERM/SIGINT."""
+    settings = load_settings(service)
+    configure_logging(settings.service, settings.log_level)
+    if migrate is not None and env_flag("ARBOR_MIGRATE_ON_START", True):
+        migrate(settings)
+
+    async def build(settings: Settings) -> ServiceRunner:
+        return build_runner(settings)
+
+    run_service(settings, build)

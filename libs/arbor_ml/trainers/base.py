@@ -323,7 +323,8 @@ class Trainer(ABC):
         Averaging seeds is a cheap, steady gain for a final model (lower variance); a study's
         final fit uses it when its time budget leaves room.
         """
-        return self.fit(data, params, settings)
+        seeds = [replace(settings, seed=(settings.seed + i) % 2**31) for i in range(max(models, 1))]
+        return self.fit_ensemble(data, [(params, seeded) for seeded in seeds])
 
     def fit_ensemble(
         self,

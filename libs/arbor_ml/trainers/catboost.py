@@ -276,20 +276,6 @@ class CatBoostTrainer(Trainer):
 
     can_average: ClassVar[bool] = True
 
-    def fit_averaged(
-        self,
-        data: PreparedData,
-        params: Mapping[str, Any] | None,
-        settings: FitSettings,
-        models: int,
-    ) -> FitResult:
-        """``models`` seeds averaged with ``catboost.sum_models`` (weights 1/n): one ``.cbm``
-        whose raw output is the mean of the seeds' (probabilities: the softmax of the mean)."""
-        return self.fit_ensemble(
-            data,
-            [(params, replace(settings, seed=(settings.seed + i) % 2**31)) for i in range(models)],
-        )
-
     def fit_ensemble(
         self,
         data: PreparedData,

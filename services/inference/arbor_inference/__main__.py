@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from arbor_core.config import Settings, load_settings
-from arbor_core.server import ServiceRunner, run_service
+from arbor_core.server import service_main
 from arbor_inference.server import build_runner
 
 
-async def _build(settings: Settings) -> ServiceRunner:
-    return build_runner(settings)
-
-
 def main() -> None:
-    run_service(load_settings("inference"), _build)
+    service_main("inference", build_runner)
 
 
 if __name__ == "__main__":
