@@ -162,9 +162,12 @@ def test_export_metrics_reads_a_configured_endpoint(arbor: Arbor, metrics_endpoi
 def test_seed_demo_uses_the_shared_credit_data(arbor: Arbor) -> None:
     from arbor_cli.maintenance import default_dataset
 
-    if default_dataset() is None:
+    dataset = default_dataset() or Path("/work/shared/datasets/credit_data.parquet")
+    if not dataset.is_file():
         pytest.skip("../shared/datasets/credit_data.parquet is not next to this repository")
-    result = json_out(arbor.ok("maintenance", "seed-demo", "--rows", "300", "--json").stdout)
+    result = json_out(
+        arbor.ok("maintenance", "seed-demo", str(dataset), "--rows", "300", "--json").stdout
+    )
     split = result["split"]
     assert split["targetColumn"] == "Status"
     assert int(split["rowCount"]) == 300
