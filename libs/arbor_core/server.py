@@ -211,6 +211,20 @@ def _safe_deserializer(deserializer: Callable[[bytes], Any] | None) -> Any:
     return safe
 
 
+def _wire_or_serialize(serializer: Callable[[Any], bytes] | None) -> Any:
+    """The method's serializer, taught to pass through a response that a handler has already
+    encoded: a handler may return the message's wire bytes (built straight from arrays, say)
+    instead of a message object, and the client sees the same message either way."""
+    if serializer is None or getattr(serializer, "_arbor_wire", False):
+        return serializer
+
+    def serialize(response: Any) -> bytes:
+        return response if type(response) is bytes else serializer(response)
+
+    serialize._arbor_wire = True  # type: ignore[attr-defined]
+    return serialize
+
+
 def _refuse_malformed(inner: Callable[..., Any], request: Any) -> None:
     """Raise for an unparsable request, once, at the innermost wrapper (just before the
     servicer), where the error-mapping interceptor surrounds it."""
@@ -570,7 +584,7 @@ class ArborInterceptor(grpc.aio.ServerInterceptor):
                 if unary_request
                 else handler.request_deserializer
             ),
-            "response_serializer": handler.response_serializer,
+            "response_serializer": _wire_or_serialize(handler.response_serializer),
         }
         if handler.unary_unary or handler.stream_unary:
             factory = (

@@ -56,6 +56,21 @@ def test_numeric_model_uses_the_replay_at_any_size(library: str, tmp_path: Path)
         )
 
 
+@pytest.mark.parametrize("library", ["catboost", "xgboost", "lightgbm"])
+def test_large_batches_on_several_threads_give_the_same_numbers(
+    library: str, tmp_path: Path
+) -> None:
+    bundle, frame = numeric_bundle(library, "binary", features=6, trees=15, rows=400)
+    model = loaded(bundle, tmp_path, compiled=library != "catboost")
+    big = pl.concat([frame] * 13)  # 5,200 rows: past the libraries' one-thread cut-offs
+    table = Table.from_frame(big, model.spec)
+    expected = bundle.predict_raw(big)
+    for threads in (1, 2):
+        np.testing.assert_allclose(
+            model.predict_raw(table, 0, True, threads), expected, rtol=1e-6, atol=1e-7
+        )
+
+
 @pytest.mark.parametrize(
     ("library", "task"),
     [("catboost", "multiclass"), ("xgboost", "binary"), ("lightgbm", "regression")],
@@ -186,3 +201,17 @@ def test_a_failing_oblivious_predictor_is_dropped_not_fatal(tmp_path: Path) -> N
     table = Table.from_frame(frame[:1], model.spec)
     np.testing.assert_array_equal(model.predict_raw(table, 0), bundle.predict_raw(frame[:1]))
     assert model.fast.oblivious is None  # CatBoost's predict from now on
+
+
+def test_a_batch_running_alone_may_use_every_core_and_shares_them_otherwise() -> None:
+    from arbor_inference.domain import CoreShare
+
+    cores = CoreShare(4)
+    with cores.claim() as alone:
+        assert alone == 4
+        with cores.claim() as second:
+            assert second == 2
+            with cores.claim() as third:
+                assert third == 1
+    with cores.claim() as again:
+        assert again == 4

@@ -12,9 +12,18 @@ from google.protobuf import struct_pb2
 from inference_support import arrow_ipc, columnar, json_rows
 
 from arbor.common.v1 import common_pb2
+from arbor.inference.v1 import inference_service_pb2 as pb
 from arbor.registry.v1 import registry_service_pb2 as reg_pb
 from arbor_core.errors import InvalidArgument
-from arbor_inference.inputs import InputSpec, NumericColumn, decode, parse_dtype
+from arbor_inference.api import _varint
+from arbor_inference.inputs import (
+    InputSpec,
+    NumericColumn,
+    WireInput,
+    decode,
+    parse_dtype,
+    wire_doubles,
+)
 
 SPEC = InputSpec.from_signature(
     reg_pb.ModelSignature(
@@ -230,3 +239,93 @@ def test_small_double_batches_are_read_from_the_wire_bytes_only_when_the_layout_
     assert _decode_small_doubles(nulls.columns, FLOATS, max_rows=10) is None
     inf = columnar(frame.with_columns(pl.Series("f2", [float("inf"), 1.0])))
     assert _decode_small_doubles(inf.columns, FLOATS, max_rows=10) is None
+
+
+INPUT_FIELD = pb.PredictRequest.DESCRIPTOR.fields_by_name["input"].number
+
+
+def _request_wire(data: common_pb2.InlineData) -> WireInput | None:
+    """The bytes of a PredictRequest around ``data``, as the Predict handler keeps them."""
+    raw = pb.PredictRequest(input=data, include_probabilities=True).SerializeToString()
+    return WireInput.of(raw, INPUT_FIELD)
+
+
+def test_large_double_batches_are_read_from_the_request_bytes_like_the_message() -> None:
+    rng = np.random.default_rng(3)
+    frame = pl.DataFrame({f"f{i}": rng.normal(size=500) for i in range(4)})
+    wire = _request_wire(columnar(frame))
+    assert wire is not None
+    table = wire_doubles(wire, FLOATS, max_rows=1000)
+    assert table is not None and table.frame().equals(frame)
+    via_message = decode(columnar(frame), FLOATS, max_rows=1000)
+    np.testing.assert_array_equal(table.matrix, via_message.matrix)
+    assert decode(columnar(frame), FLOATS, max_rows=1000, wire=wire).frame().equals(frame)
+
+
+def test_the_request_bytes_are_used_only_for_the_plain_layout() -> None:
+    frame = pl.DataFrame({f"f{i}": np.linspace(0, 1, 40) + i for i in range(4)})
+
+    def via_wire(data: common_pb2.InlineData, max_rows: int = 1000) -> Any:
+        wire = _request_wire(data)
+        return None if wire is None else wire_doubles(wire, FLOATS, max_rows=max_rows)
+
+    assert via_wire(columnar(frame)) is not None
+    assert via_wire(columnar(frame), max_rows=39) is None  # refused by the general path
+    assert via_wire(columnar(frame.head(16))) is None  # small: the small-batch path
+    assert via_wire(columnar(frame.select(["f1", "f0", "f2", "f3"]))) is None
+    nan = frame.with_columns(pl.Series("f2", [float("nan")] + [0.0] * 39))
+    assert via_wire(columnar(nan)) is None
+    nulls = columnar(frame)
+    nulls.columns.columns[0].null_indices.append(3)
+    assert via_wire(nulls) is None
+    ragged = columnar(frame)
+    ragged.columns.columns[3].double_values.values.append(1.0)
+    assert via_wire(ragged) is None
+    ints = columnar(frame.with_columns(pl.Series("f3", list(range(40)))))
+    assert via_wire(ints) is None
+    assert via_wire(arrow_ipc(frame)) is None
+    assert WireInput.of(b"\xff\xff", 2) is None  # not protobuf
+
+
+def test_doubles_sent_unpacked_take_the_message_path() -> None:
+    """Protobuf also allows a repeated double as one field per value: still decoded, by the
+    message path, to the same numbers."""
+
+    def field(number: int, payload: bytes) -> bytes:
+        return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+    values = np.linspace(-2, 2, 50)
+    packed = field(1, values.astype("<f8").tobytes())
+    unpacked = b"".join(b"\x09" + v.tobytes() for v in values.astype("<f8"))
+
+    def request(column_1: bytes) -> bytes:
+        columns = b"".join(
+            field(1, field(1, f"f{i}".encode()) + field(2, column_1 if i == 1 else packed))
+            for i in range(4)
+        )
+        return field(INPUT_FIELD, field(2, columns))  # input -> InlineData.columns
+
+    for raw, read_from_bytes in ((request(packed), True), (request(unpacked), False)):
+        message = pb.PredictRequest.FromString(raw)
+        assert list(message.input.columns.columns[1].double_values.values) == list(values)
+        wire = WireInput.of(raw, INPUT_FIELD)
+        assert wire is not None
+        table = wire_doubles(wire, FLOATS, max_rows=100)
+        assert (table is not None) is read_from_bytes
+        decoded = decode(message.input, FLOATS, max_rows=100, wire=wire)
+        np.testing.assert_array_equal(decoded.frame()["f1"].to_numpy(), values)
+
+
+def test_all_double_arrow_batches_decode_into_one_matrix() -> None:
+    rng = np.random.default_rng(5)
+    frame = pl.DataFrame({f"f{i}": rng.normal(size=200) for i in range(4)})
+    table = decode(arrow_ipc(frame), FLOATS, max_rows=1000)
+    assert table.matrix is not None and table.frame().equals(frame)
+    for other in (
+        frame.select(["f3", "f2", "f1", "f0"]),
+        frame.with_columns(pl.Series("f0", [None] * 200, dtype=pl.Float64)),
+        frame.with_columns(pl.col("f2").cast(pl.Float32)),
+    ):
+        general = decode(arrow_ipc(other), FLOATS, max_rows=1000)
+        assert general.matrix is None
+        assert general.frame().equals(other.select(FLOATS.names).cast(pl.Float64))

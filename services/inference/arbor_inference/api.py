@@ -7,8 +7,9 @@ event loop.
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
@@ -24,6 +25,7 @@ from arbor_inference.domain import (
     PredictResult,
     ServedModel,
 )
+from arbor_inference.inputs import WireInput
 from arbor_inference.resolver import Selector, selector_from_proto
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
@@ -57,13 +59,16 @@ def label_value(value: Any) -> struct_pb2.Value:
     return struct_pb2.Value(string_value=str(value))
 
 
-# Large outputs are appended as protobuf wire bytes (``MergeFromString`` appends repeated
-# fields): one pre-encoded Value per class, and packed doubles straight from numpy. Building
-# 10,000 Value messages one by one costs ~10 ms; this costs well under one.
+# Predict answers are built as protobuf wire bytes (the interceptor passes a handler's bytes
+# through as the encoded response): one pre-encoded Value per class, packed doubles straight
+# from numpy, the served version and the class list encoded once per version. Building 10,000
+# Value messages one by one costs ~10 ms; merging pre-encoded ones into a message and having
+# grpc serialize it again ~0.7 ms; joining bytes ~0.15 ms.
 _FIELDS = pb.PredictResponse.DESCRIPTOR.fields_by_name
 _LABELS_TAG = bytes([_FIELDS["labels"].number << 3 | 2])
 _PROBABILITIES_TAG = bytes([_FIELDS["probabilities"].number << 3 | 2])
 _VALUES_TAG = bytes([_FIELDS["values"].number << 3 | 2])
+_ROW_COUNT_TAG = bytes([_FIELDS["row_count"].number << 3 | 0])
 
 
 def _varint(n: int) -> bytes:
@@ -99,23 +104,32 @@ def _label_elements(class_values: list[Any]) -> list[bytes]:
     return elements
 
 
-def render_predict(result: PredictResult) -> pb.PredictResponse:
-    response = pb.PredictResponse(
-        served_model=served_proto(result.served), row_count=result.row_count
-    )
+@functools.lru_cache(maxsize=1024)
+def _fixed_fields(served: ServedModel, classes: tuple[str, ...]) -> bytes:
+    """``served_model`` and ``classes``: the same bytes for every answer of a version."""
+    message = pb.PredictResponse(served_model=served_proto(served), classes=classes)
+    return message.SerializeToString()
+
+
+def render_predict(result: PredictResult) -> bytes | pb.PredictResponse:
+    """The PredictResponse for ``result``, as wire bytes (as a message for Arrow output)."""
     if result.arrow_ipc is not None:
-        response.arrow_ipc = result.arrow_ipc
-        return response
+        return pb.PredictResponse(
+            served_model=served_proto(result.served),
+            row_count=result.row_count,
+            arrow_ipc=result.arrow_ipc,
+        )
+    wire = [_fixed_fields(result.served, tuple(result.classes))]
+    if result.row_count:
+        wire.append(_ROW_COUNT_TAG + _varint(result.row_count))
     if result.label_index is not None:
         elements = _label_elements(result.class_values)
-        wire = [b"".join(map(elements.__getitem__, result.label_index.tolist()))]
+        wire.append(b"".join(map(elements.__getitem__, result.label_index.tolist())))
         if result.probabilities is not None:
             wire.append(_packed_doubles(_PROBABILITIES_TAG, result.probabilities.ravel()))
-        response.MergeFromString(b"".join(wire))
-        response.classes.extend(result.classes)
     elif result.values is not None:
-        response.MergeFromString(_packed_doubles(_VALUES_TAG, result.values))
-    return response
+        wire.append(_packed_doubles(_VALUES_TAG, result.values))
+    return b"".join(wire)
 
 
 def render_explain(result: ExplainResult) -> pb.ExplainResponse:
@@ -157,6 +171,22 @@ def _selector(message: Any) -> Selector:
     return selector
 
 
+#: Requests from this size up keep their bytes beside the parsed message (``WireInput``).
+WIRE_MIN_BYTES = 64 << 10
+_INPUT_FIELD = pb.PredictRequest.DESCRIPTOR.fields_by_name["input"].number
+
+
+class PredictCall(NamedTuple):
+    """What Predict's deserializer hands the servicer: the parsed request and its bytes."""
+
+    message: pb.PredictRequest
+    raw: bytes
+
+
+def parse_predict(raw: bytes) -> PredictCall:
+    return PredictCall(pb.PredictRequest.FromString(raw), raw)
+
+
 class InferenceServicer(pb_grpc.InferenceServiceServicer):
     """Predict and Explain; errors are ArborErrors, mapped by the server's interceptor."""
 
@@ -164,8 +194,13 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         self.inference = inference
 
     async def Predict(
-        self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
-    ) -> pb.PredictResponse:
+        self, request: pb.PredictRequest | PredictCall, context: grpc.aio.ServicerContext
+    ) -> pb.PredictResponse | bytes:
+        wire = None
+        if isinstance(request, PredictCall):
+            request, raw = request
+            if len(raw) >= WIRE_MIN_BYTES:
+                wire = WireInput.of(raw, _INPUT_FIELD)
         command = PredictInput(
             selector=_selector(request.model),
             data=request.input,
@@ -173,6 +208,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             reject_extra=request.extra_columns == pb.EXTRA_COLUMNS_POLICY_REJECT,
             arrow_output=request.output_format == pb.OUTPUT_FORMAT_ARROW,
             deadline=_deadline(context),
+            wire=wire,
         )
         return await self.inference.predict(command, render_predict)
 
@@ -190,11 +226,30 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         return await self.inference.explain(command, render_explain)
 
 
+class _CapturedHandlers:
+    """Stands in for a server to read the generated method handlers."""
+
+    handlers: dict[str, Any]
+
+    def add_generic_rpc_handlers(self, generic: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.handlers = handlers
+
+
 def register(inference: Inference) -> Any:
     """The ``register`` callable ``arbor_core.server`` wants."""
 
     def add(server: grpc.aio.Server) -> list[str]:
-        pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(inference), server)
+        # the generated registration, except that Predict's deserializer keeps the bytes
+        generated = _CapturedHandlers()
+        pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(inference), generated)
+        handlers = dict(generated.handlers)
+        handlers["Predict"] = handlers["Predict"]._replace(request_deserializer=parse_predict)
+        generic = grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+        server.add_generic_rpc_handlers((generic,))
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)
         return [SERVICE_NAME]
 
     return add

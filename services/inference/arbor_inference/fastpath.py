@@ -44,10 +44,11 @@ log = logging.getLogger("arbor.inference.fastpath")
 CHECK_ROWS = 24
 #: Up to this many rows the libraries run on one thread (starting threads costs more).
 SMALL_BATCH = 512
-#: CatBoost up to this many rows: one thread. Its own threading costs more than it saves at
-#: these sizes (10,000 rows on 2 cores: 13 ms on one thread, 15 to 19 ms on two), and
-#: concurrent batches already run in parallel on the service's pool.
-CATBOOST_ONE_THREAD_ROWS = 32_768
+#: CatBoost up to this many rows: one thread (starting its threads costs more than they save);
+#: larger batches use the threads the service grants (``domain.CoreShare``: all cores while
+#: the batch runs alone; 10,000 rows on 2 idle cores: 5.0 ms on one thread, 2.9 to 3.7 ms on
+#: two).
+CATBOOST_ONE_THREAD_ROWS = 4_096
 #: CatBoost batches of up to this many rows x trees use ``arbor_ml.oblivious`` when the model
 #: allows it. Its cost grows with rows x trees, CatBoost's is mostly fixed up to ~100 rows;
 #: measured crossover (depth 6, one thread): ~64 to 100 rows at 300 trees, ~25 at 1,000.
@@ -127,10 +128,11 @@ class FastPath:
             return None
         return fast
 
-    def predict_raw(self, table: Table) -> np.ndarray:
+    def predict_raw(self, table: Table, threads: int = 1) -> np.ndarray:
+        """Raw outputs; the model call of a large batch may use ``threads`` threads."""
         n = table.height
         if self._direct and table.matrix is not None:  # all present: no fills to apply
-            return self._predict(table.matrix.T, [], n)
+            return self._predict(table.matrix.T, [], n, threads)
         columns = [table.columns[name] for name, _ in self._numeric]
         if not all(isinstance(c, NumericColumn) for c in columns):
             raise Unsupported("a numeric feature is not a numeric column")
@@ -146,7 +148,7 @@ class FastPath:
             column = table.columns[name]
             values = column.to_list() if isinstance(column, pl.Series) else _numeric_as_list(column)
             categorical.append(encode(values))
-        return self._predict(numeric, categorical, n)
+        return self._predict(numeric, categorical, n, threads)
 
 
 def _numeric_as_list(column: NumericColumn) -> list[Any]:
@@ -193,7 +195,8 @@ def _category_encoder(column: PreSpec, pre: Any, codes: bool) -> Callable[[list[
 
 # --------------------------------------------------------------------------- native calls
 
-Predictor = Callable[[np.ndarray, list[list[Any]], int], np.ndarray]
+#: ``(numeric, categorical, rows, threads) -> raw outputs``
+Predictor = Callable[[np.ndarray, list[list[Any]], int, int], np.ndarray]
 
 
 def _native_predictor(bundle: ModelBundle, fast: FastPath) -> Predictor:
@@ -226,25 +229,28 @@ def _native_predictor(bundle: ModelBundle, fast: FastPath) -> Predictor:
         single = native.copy()
         single.set_param({"nthread": 1})
 
-        def predict_xgb(numeric: np.ndarray, categorical: list[list[Any]], n: int) -> np.ndarray:
+        def predict_xgb(
+            numeric: np.ndarray, categorical: list[list[Any]], n: int, threads: int
+        ) -> np.ndarray:
             x = stacked(numeric, categorical, np.float32)  # what XGBoostModel.matrix gives
             compiled = model.compiled  # attached by arbor_ml.compiled, possibly later
             if compiled is not None:
-                return shape(compiled.predict(x), n)
-            booster = single if n <= SMALL_BATCH else native
+                return shape(compiled.predict(x, threads=threads), n)
+            booster = single if n <= SMALL_BATCH or threads == 1 else native
             return shape(booster.inplace_predict(x), n)
 
         return predict_xgb
 
     if library == "lightgbm":
 
-        def predict_lgb(numeric: np.ndarray, categorical: list[list[Any]], n: int) -> np.ndarray:
+        def predict_lgb(
+            numeric: np.ndarray, categorical: list[list[Any]], n: int, threads: int
+        ) -> np.ndarray:
             x = stacked(numeric, categorical, np.float64)
             compiled = model.compiled
             if compiled is not None:
-                return shape(compiled.predict(x), n)
-            threads = {"num_threads": 1} if n <= SMALL_BATCH else {}
-            return shape(native.predict(x, **threads), n)
+                return shape(compiled.predict(x, threads=threads), n)
+            return shape(native.predict(x, num_threads=1 if n <= SMALL_BATCH else threads), n)
 
         return predict_lgb
 
@@ -255,7 +261,9 @@ def _native_predictor(bundle: ModelBundle, fast: FastPath) -> Predictor:
         n_numeric = model.n_numeric
         prediction_type = "RawFormulaVal" if task is TaskType.REGRESSION else "Probability"
 
-        def predict_cb(numeric: np.ndarray, categorical: list[list[Any]], n: int) -> np.ndarray:
+        def predict_cb(
+            numeric: np.ndarray, categorical: list[list[Any]], n: int, threads: int
+        ) -> np.ndarray:
             arrays = fast.oblivious
             if arrays is not None and n <= fast.oblivious_max_rows and not categorical:
                 try:
@@ -281,8 +289,8 @@ def _native_predictor(bundle: ModelBundle, fast: FastPath) -> Predictor:
                 # numeric features only: the matrix as is (a Pool with names costs as much
                 # as the prediction); the load-time self-check holds this to the Polars path
                 pool = num32
-            threads = 1 if n <= CATBOOST_ONE_THREAD_ROWS else -1
-            out = native.predict(pool, prediction_type=prediction_type, thread_count=threads)
+            count = 1 if n <= CATBOOST_ONE_THREAD_ROWS else threads
+            out = native.predict(pool, prediction_type=prediction_type, thread_count=count)
             return shape(out, n)
 
         return predict_cb

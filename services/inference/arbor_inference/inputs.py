@@ -175,6 +175,8 @@ class InputSpec:
     #: every column is Float64: typed columns of doubles decode in one step (``_decode_doubles``)
     all_float64: bool = field(default=False, repr=False)
     name_list: list[str] = field(default_factory=list, repr=False)
+    #: the names as UTF-8, compared with the request's bytes (``wire_doubles``)
+    name_bytes: list[bytes] = field(default_factory=list, repr=False)
     #: ``_wire_layouts``' cache: serialized size -> layout of a small all-double batch
     layouts: dict[int, _WireLayout | None] = field(default_factory=dict, repr=False, compare=False)
 
@@ -188,7 +190,16 @@ class InputSpec:
             c.kind is ColumnKind.FLOAT and c.dtype == pl.Float64 for c in cols
         )
         names = [c.name for c in cols]
-        return cls(cols, {c.name: c for c in cols}, group, numeric, float32, float64, names)
+        return cls(
+            cols,
+            {c.name: c for c in cols},
+            group,
+            numeric,
+            float32,
+            float64,
+            names,
+            [n.encode() for n in names],
+        )
 
     @classmethod
     def from_signature(cls, signature: Any) -> InputSpec:
@@ -407,8 +418,13 @@ def decode(
     *,
     max_rows: int,
     reject_extra: bool = False,
+    wire: WireInput | None = None,
 ) -> Table:
     """Decode ``data`` and conform it to ``spec``.
+
+    ``wire``: the request's serialized bytes and where ``data`` sits in them, when the caller
+    kept them; large all-double batches are then read from those bytes without copying
+    through protobuf objects.
 
     Raises ``InvalidArgument`` as the module docstring describes.
     """
@@ -422,13 +438,19 @@ def decode(
         raws, extra, height = _decode_json(rows, spec)
     elif shape == "columns":
         if spec.all_float64:
-            fast = _decode_doubles(data.columns, spec, max_rows)
+            fast = wire_doubles(wire, spec, max_rows) if wire is not None else None
+            if fast is None:
+                fast = _decode_doubles(data.columns, spec, max_rows)
             if fast is not None:
                 return fast
         raws, extra, height = _decode_columns(data.columns, spec, max_rows)
     else:
         table = _read_arrow(data.arrow_ipc)
         _check_count(table.num_rows, max_rows)
+        if spec.all_float64:
+            matrix = _arrow_doubles(table, spec)
+            if matrix is not None:
+                return matrix
         raws, extra, height = _decode_arrow(table, spec)
     problems: list[_Problem] = []
     if reject_extra and extra:
@@ -675,6 +697,9 @@ def _decode_small_doubles(
     but the values against the expected layout (so names, order, kinds, lengths, the absence
     of nulls and of anything else are all verified at once), then unpack the values. Reading
     the same through 30 protobuf column objects costs ~10x more."""
+    columns = data.columns
+    if not columns or len(columns[0].double_values.values) > _SMALL_FIELD:
+        return None  # not small: serializing a large batch would only cost (0.6 ms at 10k rows)
     wire = data.SerializeToString()
     layout = _wire_layouts(spec).get(len(wire))
     if layout is None or layout.rows > max_rows:
@@ -714,6 +739,124 @@ def _decode_doubles(data: common_pb2.ColumnarData, spec: InputSpec, max_rows: in
     if not np.isfinite(matrix).all():
         return None  # NaN (missing) or inf: the general path applies the rules
     return Table.from_matrix(names, matrix)
+
+
+# ------------------------------------------------------------ typed columns from wire bytes
+#
+# A 10,000 x 30 batch of doubles is 2.4 MB of packed little-endian values in the request's
+# bytes. Reading them through protobuf's repeated containers into numpy costs ~0.5 ms; the
+# same values straight from the bytes (``np.frombuffer`` at their offsets, one copy into the
+# matrix) ~0.1 ms. The walk below reads only field keys and lengths (a few hundred varints)
+# and gives up, falling back to the message, on anything but the plain layout: exactly the
+# signature's columns in order, each a name and one packed run of doubles of one length.
+
+
+class WireInput(NamedTuple):
+    """A request's serialized bytes and the byte range of its ``InlineData``."""
+
+    raw: bytes
+    start: int
+    end: int
+
+    @classmethod
+    def of(cls, raw: bytes, input_field: int) -> WireInput | None:
+        """The request's ``input`` field (number ``input_field``), if it appears exactly once."""
+        fields = _wire_fields(raw, 0, len(raw))
+        if fields is None:
+            return None
+        found = [f for f in fields if f[0] == input_field]
+        if len(found) != 1 or found[0][1] != _LEN:
+            return None
+        return cls(raw, found[0][2], found[0][3])
+
+
+_LEN = 2
+_COLUMNS_FIELD = common_pb2.InlineData.DESCRIPTOR.fields_by_name["columns"].number
+_COLUMN_FIELD = common_pb2.ColumnarData.DESCRIPTOR.fields_by_name["columns"].number
+_NAME_FIELD = common_pb2.Column.DESCRIPTOR.fields_by_name["name"].number
+_DOUBLES_FIELD = common_pb2.Column.DESCRIPTOR.fields_by_name["double_values"].number
+_VALUES_FIELD = common_pb2.DoubleValues.DESCRIPTOR.fields_by_name["values"].number
+
+
+def _wire_fields(buf: bytes, start: int, end: int) -> list[tuple[int, int, int, int]] | None:
+    """``(number, wire type, value start, value end)`` of each field in ``buf[start:end]``
+    (varints: ``(number, 0, value, 0)``), or None when it is not well-formed."""
+    out: list[tuple[int, int, int, int]] = []
+    pos = start
+    try:
+        while pos < end:
+            key, pos = _wire_varint(buf, pos)
+            number, kind = key >> 3, key & 7
+            if kind == 0:
+                value, pos = _wire_varint(buf, pos)
+                out.append((number, 0, value, 0))
+            elif kind == _LEN:
+                length, pos = _wire_varint(buf, pos)
+                out.append((number, _LEN, pos, pos + length))
+                pos += length
+            elif kind in (1, 5):  # fixed 64 / 32 bits
+                width = 8 if kind == 1 else 4
+                out.append((number, kind, pos, pos + width))
+                pos += width
+            else:
+                return None
+    except IndexError:
+        return None
+    return out if pos == end else None
+
+
+def _wire_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise IndexError("varint too long")
+
+
+def wire_doubles(wire: WireInput, spec: InputSpec, max_rows: int) -> Table | None:
+    """Exactly the signature's Float64 columns, read from the request bytes (see above), or
+    None: then the message is decoded as usual (and names any problem)."""
+    raw = wire.raw
+    inline = _wire_fields(raw, wire.start, wire.end)
+    if inline is None or len(inline) != 1 or inline[0][:2] != (_COLUMNS_FIELD, _LEN):
+        return None
+    columns = _wire_fields(raw, inline[0][2], inline[0][3])
+    names = spec.name_bytes
+    if columns is None or len(columns) != len(names):
+        return None
+    matrix: np.ndarray | None = None
+    for j, (number, kind, start, end) in enumerate(columns):
+        if (number, kind) != (_COLUMN_FIELD, _LEN):
+            return None
+        parts = _wire_fields(raw, start, end)
+        if parts is None or len(parts) != 2:
+            return None
+        by_number = {(p[0], p[1]): p for p in parts}
+        name = by_number.get((_NAME_FIELD, _LEN))
+        doubles = by_number.get((_DOUBLES_FIELD, _LEN))
+        if name is None or doubles is None or raw[name[2] : name[3]] != names[j]:
+            return None
+        run = _wire_fields(raw, doubles[2], doubles[3])
+        if run is None or len(run) != 1 or run[0][:2] != (_VALUES_FIELD, _LEN):
+            return None
+        offset, size = run[0][2], run[0][3] - run[0][2]
+        if size % 8:
+            return None
+        if matrix is None:
+            if not _SMALL_FIELD < size // 8 <= max_rows:
+                return None  # small batches have their own path; too many rows: refused there
+            matrix = np.empty((len(names), size // 8), dtype=np.float64)
+        elif size // 8 != matrix.shape[1]:
+            return None
+        matrix[j] = np.frombuffer(raw, dtype="<f8", count=size // 8, offset=offset)
+    if matrix is None or not np.isfinite(matrix).all():
+        return None  # NaN (missing) or inf: the general path applies the rules
+    return Table.from_matrix(spec.name_list, matrix)
 
 
 def _present(values: np.ndarray) -> NumericColumn:
@@ -771,6 +914,28 @@ def _read_arrow(data: bytes) -> pa.Table:
             raise _malformed(
                 f"arrow_ipc is not an Arrow IPC stream or file: {stream_error}", "input.arrow_ipc"
             ) from None
+
+
+def _arrow_doubles(table: pa.Table, spec: InputSpec) -> Table | None:
+    """The common Arrow case in one step, as ``_decode_doubles`` for typed columns: exactly
+    the signature's columns, in order, all float64 without nulls and finite, read straight
+    from the Arrow buffers into one matrix (no Polars frame, no per-column conforming). None
+    when anything differs: the general path then decodes (and names any problem)."""
+    if table.num_rows == 0 or table.column_names != spec.name_list:
+        return None
+    columns = table.columns
+    if any(c.type != pa.float64() or c.null_count for c in columns):
+        return None
+    matrix = np.empty((len(columns), table.num_rows), dtype=np.float64)
+    for j, column in enumerate(columns):
+        offset = 0
+        for chunk in column.chunks:
+            values = chunk.to_numpy(zero_copy_only=True)
+            matrix[j, offset : offset + len(values)] = values
+            offset += len(values)
+    if not np.isfinite(matrix).all():
+        return None  # NaN (missing) or inf: the general path applies the rules
+    return Table.from_matrix(spec.name_list, matrix)
 
 
 def _decode_arrow(table: pa.Table, spec: InputSpec) -> tuple[dict[str, _Raw], list[str], int]:
