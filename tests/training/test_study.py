@@ -77,7 +77,13 @@ def test_dead_workers_trials_are_failed_and_retried(tmp_path: Path) -> None:
         live.suggest_float("x", 0, 1)
         time.sleep(2.2)
         runner.storage.record_heartbeat(live._trial_id)
-        runner.fail_stale(study)
+        pending = runner.fail_stale(study)
+        # What is left to wait for or run, retries included (no read of the caller's own).
+        assert [(t.number, t.state) for t in pending] == [
+            (2, TrialState.RUNNING),
+            (3, TrialState.WAITING),
+            (4, TrialState.WAITING),
+        ]
         states = [t.state for t in study.get_trials(deepcopy=False)]
         assert states == [
             TrialState.FAIL,
@@ -88,7 +94,7 @@ def test_dead_workers_trials_are_failed_and_retried(tmp_path: Path) -> None:
         ]
         retried = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         assert {t.system_attrs["failed_trial"] for t in retried} == {0, 1}
-        runner.fail_stale(study)  # nothing is retried twice
+        assert len(runner.fail_stale(study)) == 3  # nothing is retried twice
         assert len(study.get_trials(deepcopy=False)) == 5
     finally:
         runner.close()

@@ -28,16 +28,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def slow_trials(split: str, n_trials: int, **study: object) -> pb.Experiment:
-    """CatBoost trials of a second or so: time to kill a worker in the middle of one."""
+    """CatBoost trials of a few tenths of a second even on an idle machine (400 rounds, no
+    early stop): time to kill a worker in the middle of one."""
     message = experiment(
         split,
         model_type=common_pb2.MODEL_TYPE_CATBOOST,
         n_trials=n_trials,
-        max_iterations=80,
+        max_iterations=400,
         pruner=pb.PRUNER_NONE,
         **study,
     )
-    message.study.early_stopping_rounds = 80
+    message.study.early_stopping_rounds = 400
     message.study.search_space["depth"].int_range.low = 5
     message.study.search_space["depth"].int_range.high = 6
     return message

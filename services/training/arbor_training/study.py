@@ -762,18 +762,25 @@ class StudyRunner:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._retry(study, trial)
 
-    def fail_stale(self, study: optuna.Study) -> None:
+    def fail_stale(self, study: optuna.Study) -> list[FrozenTrial]:
         """Fail trials of dead workers: heartbeat-stale ones, and orphans that never beat.
 
         An orphan is RUNNING with no parameters yet for longer than the grace period: its
         worker died between creating it and starting the objective (a live worker gets there
         within milliseconds). Only the worker whose update wins retries it, as in Optuna.
+        Returns the RUNNING and WAITING trials left (retries included), so a caller waiting
+        for them needs no read of its own.
         """
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
         now = time.time()
-        for trial in study.get_trials(deepcopy=False, states=(OptunaTrialState.RUNNING,)):
+        pending_states = (OptunaTrialState.RUNNING, OptunaTrialState.WAITING)
+        pending = study.get_trials(deepcopy=False, states=pending_states)
+        retried = False
+        for trial in pending:
+            if trial.state is not OptunaTrialState.RUNNING:
+                continue
             started = trial.datetime_start.timestamp() if trial.datetime_start else now
             if trial.params or now - started <= self.settings.grace_period:
                 continue
@@ -784,7 +791,11 @@ class StudyRunner:
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
             if failed:
+                retried = True
                 self._on_stale(study, study._storage.get_trial(trial._trial_id))
+        if retried:
+            pending = study.get_trials(deepcopy=False, states=pending_states)
+        return pending
 
     # ---------------------------------------------------------------- study
 
@@ -817,8 +828,10 @@ class StudyRunner:
         if starter or (orphaned and not study.get_trials(deepcopy=False)):
             budget = spec.study.n_trials or None
             defaults = default_trials(spec, trainers_for(spec))[:budget]
-            for params in defaults:
-                study.enqueue_trial(params, skip_if_exists=True)
+            # One read of the study for every skip_if_exists check, not one per default.
+            with self.storage.coalescing():
+                for params in defaults:
+                    study.enqueue_trial(params, skip_if_exists=True)
         return study
 
     def report_every(self, spec: ExperimentSpec) -> int:
@@ -861,11 +874,7 @@ class StudyRunner:
                     self._reserve_final_fit(experiment, study, data, clock)
                     continue
                 # The budget is taken: wait for trials running elsewhere; run retried ones.
-                self.fail_stale(study)
-                pending = study.get_trials(
-                    deepcopy=False,
-                    states=(OptunaTrialState.RUNNING, OptunaTrialState.WAITING),
-                )
+                pending = self.fail_stale(study)
                 if any(t.state is OptunaTrialState.WAITING for t in pending):
                     budget.spent = False
                     continue
@@ -1135,12 +1144,7 @@ class StudyRunner:
 
     def running_trials(self, experiment_id: str) -> int:
         study = optuna.load_study(study_name=experiment_id, storage=self.storage)
-        self.fail_stale(study)
-        return len(
-            study.get_trials(
-                deepcopy=False, states=(OptunaTrialState.RUNNING, OptunaTrialState.WAITING)
-            )
-        )
+        return len(self.fail_stale(study))
 
     # ---------------------------------------------------------------- refit
 
