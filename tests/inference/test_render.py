@@ -58,3 +58,16 @@ def test_regression_values_parse_back() -> None:
     answer = pb.PredictResponse.FromString(wire)  # type: ignore[arg-type]
     assert answer.row_count == 500 and list(answer.values) == values.tolist()
     assert not answer.labels and not answer.classes
+
+
+@pytest.mark.parametrize(
+    "elements",
+    [[b"\x00ab\x00", b"cd\x00\x00"], [b"x", b"yyy", b"", b"zz\x00"]],
+    ids=["one-length-with-nuls", "lengths-differ"],
+)
+@pytest.mark.parametrize("rows", [0, 5, 64, 3000])
+def test_choices_copy_each_rows_element_as_a_join_would(elements: list[bytes], rows: int) -> None:
+    from arbor_inference.choices import Choices
+
+    index = np.random.default_rng(rows).integers(0, len(elements), rows)
+    assert Choices(elements).join(index) == b"".join(elements[i] for i in index)

@@ -49,6 +49,11 @@ SMALL_BATCH = 512
 #: the batch runs alone; 10,000 rows on 2 idle cores: 5.0 ms on one thread, 2.9 to 3.7 ms on
 #: two).
 CATBOOST_ONE_THREAD_ROWS = 4_096
+#: XGBoost from this many rows: its own predictor, not the compiled code. XGBoost's block
+#: predictor overtakes the compiled nested ``if``s between 256 and 512 rows (300 trees, one
+#: thread: 1.30 vs 1.40 ms at 512 rows, 22.3 vs 28.5 ms at 10,000); below, the compiled code
+#: wins by far (16 rows: 0.013 vs 0.170 ms).
+XGBOOST_LIBRARY_ROWS = 512
 #: CatBoost batches of up to this many rows x trees use ``arbor_ml.oblivious`` when the model
 #: allows it. Its cost grows with rows x trees, CatBoost's is mostly fixed up to ~100 rows;
 #: measured crossover (depth 6, one thread): ~64 to 100 rows at 300 trees, ~25 at 1,000.
@@ -224,20 +229,28 @@ def _native_predictor(bundle: ModelBundle, fast: FastPath) -> Predictor:
         return np.ascontiguousarray(np.hstack([numeric.astype(dtype), codes]))
 
     if library == "xgboost":
-        # A copy on one thread: small batches pay more to start threads than they save, and
-        # the shared booster keeps its threads for the large batches of the Polars path.
-        single = native.copy()
-        single.set_param({"nthread": 1})
+        # Boosters by thread count (copies: ``set_param`` on one shared by concurrent calls
+        # would race); small batches on one thread, which costs less than starting threads.
+        boosters: dict[int, Any] = {}
+
+        def booster(threads: int) -> Any:
+            found = boosters.get(threads)
+            if found is None:
+                found = native.copy()
+                found.set_param({"nthread": threads})
+                boosters[threads] = found
+            return found
+
+        booster(1)
 
         def predict_xgb(
             numeric: np.ndarray, categorical: list[list[Any]], n: int, threads: int
         ) -> np.ndarray:
             x = stacked(numeric, categorical, np.float32)  # what XGBoostModel.matrix gives
             compiled = model.compiled  # attached by arbor_ml.compiled, possibly later
-            if compiled is not None:
+            if compiled is not None and n < XGBOOST_LIBRARY_ROWS:
                 return shape(compiled.predict(x, threads=threads), n)
-            booster = single if n <= SMALL_BATCH or threads == 1 else native
-            return shape(booster.inplace_predict(x), n)
+            return shape(booster(1 if n <= SMALL_BATCH else threads).inplace_predict(x), n)
 
         return predict_xgb
 

@@ -66,6 +66,7 @@ from inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from arbor.common.v1 import common_pb2
 from arbor_core.errors import ArborError, InvalidArgument
+from arbor_inference.choices import Choices
 from arbor_inference.domain import Inference, LoadedModel, PredictInput, PredictResult
 from arbor_inference.inputs import ColumnKind, ColumnSpec, InputSpec, Table, parse_dtype
 from arbor_inference.resolver import Selector, selector_from_proto
@@ -622,10 +623,25 @@ class _Labels:
     datatype: str
     values: np.ndarray  # numeric classes, in class order
     encoded: list[bytes]  # BYTES classes: UTF-8 text, in class order
+    framed: Choices | None = None  # BYTES classes as raw-output elements (length-prefixed)
+
+
+#: (class values with their types, classes) -> _Labels: built once per class set, not per call
+_LABELS: dict[tuple[Any, ...], _Labels] = {}
 
 
 def _labels(class_values: Sequence[Any], classes: Sequence[str]) -> _Labels:
     """From the class values themselves (original dtype: str, int, float or bool)."""
+    key = (tuple((type(v), v) for v in class_values), tuple(classes))
+    found = _LABELS.get(key)
+    if found is None:
+        if len(_LABELS) > 256:
+            _LABELS.clear()
+        found = _LABELS[key] = _build_labels(class_values, classes)
+    return found
+
+
+def _build_labels(class_values: Sequence[Any], classes: Sequence[str]) -> _Labels:
     values = list(class_values)
     if values and all(isinstance(v, bool | np.bool_) for v in values):
         return _Labels("BOOL", np.asarray(values, dtype=np.bool_), [])
@@ -635,7 +651,8 @@ def _labels(class_values: Sequence[Any], classes: Sequence[str]) -> _Labels:
         isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in values
     ):
         return _Labels("FP64", np.asarray(values, dtype=np.float64), [])
-    return _Labels("BYTES", np.empty(0), [str(c).encode() for c in classes])
+    encoded = [str(c).encode() for c in classes]
+    return _Labels("BYTES", np.empty(0), encoded, Choices([_U32.pack(len(e)) + e for e in encoded]))
 
 
 def _render(result: PredictResult, plan: _OutputPlan, request_id: str) -> pb.ModelInferResponse:
@@ -686,9 +703,9 @@ def _put_labels(
     raw: bool,
 ) -> None:
     if labels.datatype == "BYTES":
-        if raw:  # each class framed once, then one join (not one pack per row)
-            framed = [_U32.pack(len(e)) + e for e in labels.encoded]
-            response.raw_output_contents.append(b"".join(map(framed.__getitem__, index.tolist())))
+        if raw:  # each class framed once, then copied per row (not one pack per row)
+            assert labels.framed is not None
+            response.raw_output_contents.append(labels.framed.join(index))
         else:
             tensor.contents.bytes_contents.extend(map(labels.encoded.__getitem__, index.tolist()))
         return
