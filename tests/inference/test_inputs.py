@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 from google.protobuf import struct_pb2
-from inference_support import arrow_ipc, columnar, json_rows
+from inference_support import arrow_ipc, columnar, ipc_bytes, json_rows
 
 from arbor.common.v1 import common_pb2
 from arbor.inference.v1 import inference_service_pb2 as pb
@@ -20,6 +21,7 @@ from arbor_inference.inputs import (
     InputSpec,
     NumericColumn,
     WireInput,
+    _arrow_doubles,
     decode,
     parse_dtype,
     wire_doubles,
@@ -321,6 +323,13 @@ def test_all_double_arrow_batches_decode_into_one_matrix() -> None:
     frame = pl.DataFrame({f"f{i}": rng.normal(size=200) for i in range(4)})
     table = decode(arrow_ipc(frame), FLOATS, max_rows=1000)
     assert table.matrix is not None and table.frame().equals(frame)
+    # several record batches, one of them cut from the middle of another array
+    arrow = frame.to_arrow()
+    pieces = pa.Table.from_batches([*arrow.slice(0, 70).to_batches(), *arrow[70:].to_batches()])
+    chunked = decode(common_pb2.InlineData(arrow_ipc=ipc_bytes(pieces)), FLOATS, max_rows=1000)
+    assert chunked.matrix is not None and chunked.frame().equals(frame)
+    sliced = _arrow_doubles(arrow.slice(30, 100), FLOATS)  # arrays that start at an offset
+    assert sliced is not None and sliced.frame().equals(frame[30:130])
     for other in (
         frame.select(["f3", "f2", "f1", "f0"]),
         frame.with_columns(pl.Series("f0", [None] * 200, dtype=pl.Float64)),

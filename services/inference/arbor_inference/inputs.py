@@ -924,18 +924,24 @@ def _arrow_doubles(table: pa.Table, spec: InputSpec) -> Table | None:
     if table.num_rows == 0 or table.column_names != spec.name_list:
         return None
     columns = table.columns
-    if any(c.type != pa.float64() or c.null_count for c in columns):
+    if any(c.type != _ARROW_F64 or c.null_count for c in columns):
         return None
     matrix = np.empty((len(columns), table.num_rows), dtype=np.float64)
     for j, column in enumerate(columns):
         offset = 0
         for chunk in column.chunks:
-            values = chunk.to_numpy(zero_copy_only=True)
-            matrix[j, offset : offset + len(values)] = values
-            offset += len(values)
+            # the values buffer as is (no nulls, so the validity buffer does not matter);
+            # ``to_numpy`` costs ~15 us per column for the same view
+            n = len(chunk)
+            values = np.frombuffer(chunk.buffers()[1], np.float64, n, chunk.offset * 8)
+            matrix[j, offset : offset + n] = values
+            offset += n
     if not np.isfinite(matrix).all():
         return None  # NaN (missing) or inf: the general path applies the rules
     return Table.from_matrix(spec.name_list, matrix)
+
+
+_ARROW_F64 = pa.float64()
 
 
 def _decode_arrow(table: pa.Table, spec: InputSpec) -> tuple[dict[str, _Raw], list[str], int]:
