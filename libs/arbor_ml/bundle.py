@@ -270,9 +270,11 @@ def build_bundle(
     postprocessing: PostprocessingOptions | None = None,
     extra_metadata: Mapping[str, Any] | None = None,
     importance_rows: int = IMPORTANCE_ROWS,
+    importance_method: str = "auto",
 ) -> ModelBundle:
     """Package a fitted model with its preprocessing, postprocessing, signature, metrics
-    (recomputed with the bundle's threshold) and a global SHAP ranking."""
+    (recomputed with the bundle's threshold) and a global SHAP ranking (``importance_method``:
+    :meth:`Explainer.explain`'s ``method``)."""
     target = data.target
     if data.task.is_classification:
         post = Postprocessor.for_classification(
@@ -302,7 +304,7 @@ def build_bundle(
         metadata={},
     )
     sample = data.x_valid if data.x_valid is not None and data.x_valid.height else data.x_train
-    importance = bundle.explainer.explain(sample.head(importance_rows))
+    importance = bundle.explainer.explain(sample.head(importance_rows), method=importance_method)
     bundle.metadata = {
         "format_version": BUNDLE_FORMAT_VERSION,
         "model_type": result.model.model_type.value,

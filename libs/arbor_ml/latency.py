@@ -31,13 +31,29 @@ def sample_rows(x: pl.DataFrame, rows: int = 1000) -> pl.DataFrame:
 
 
 def predict_ms_per_1k_rows(
-    model: TrainedModel, x: pl.DataFrame, *, rows: int = 1000, repeats: int = 3
+    model: TrainedModel,
+    x: pl.DataFrame,
+    *,
+    rows: int = 1000,
+    repeats: int = 3,
+    max_seconds: float = 0.25,
 ) -> float | None:
-    """Milliseconds ``model`` takes to predict 1,000 rows of ``x`` (None without rows)."""
+    """Milliseconds ``model`` takes to predict 1,000 rows of ``x`` (None without rows).
+
+    Bounded by ``max_seconds``: a model slow enough that the runs would take longer (tens of
+    thousands of trees) is timed once, on fewer rows, and scaled; its 1,000-row figure is
+    seconds, and measuring it three times would eat a study's budget for nothing.
+    """
     batch = sample_rows(x, rows)
     if batch.height == 0:
         return None
-    model.predict_output(batch.head(8))  # warm-up: lazy initialisation, caches
+    warm = batch.head(8)
+    started = time.perf_counter()
+    model.predict_output(warm)  # warm-up: lazy initialisation, caches
+    per_row = (time.perf_counter() - started) / warm.height
+    if per_row * batch.height * repeats > max_seconds:
+        batch = batch.head(max(warm.height, min(batch.height, int(max_seconds / per_row))))
+        repeats = 1
     best = float("inf")
     for _ in range(max(1, repeats)):
         started = time.perf_counter()

@@ -141,9 +141,10 @@ async def test_threshold_is_tuned_on_validation_and_stored(stack: Stack, worker:
 
 
 async def test_time_budget_includes_the_final_fit(stack: Stack, worker: Worker) -> None:
-    split = await make_split(stack, "hpc_data", 300, test=True)
-    # Long trials (many rounds, patient early stopping) and no trial limit: only time stops it.
-    # LightGBM: a CatBoost trial this slow would be resized to fit the time left instead.
+    split = await make_split(stack, "hpc_data", 2000, test=True)
+    # Trials longer than the budget even on a fast machine (100,000 rounds on 1,600 rows, no
+    # early stopping) and no trial limit: only time stops it. LightGBM: a CatBoost trial this
+    # slow would be resized to fit the time left instead.
     message = experiment(
         split,
         model_type=common_pb2.MODEL_TYPE_LIGHTGBM,
@@ -151,7 +152,7 @@ async def test_time_budget_includes_the_final_fit(stack: Stack, worker: Worker) 
         max_iterations=100_000,
         timeout_seconds=5,
     )
-    message.study.early_stopping_rounds = 5000
+    message.study.early_stopping_rounds = 100_000
     created = await create(stack, message)
     done = await wait_final(stack, created.name, timeout=90)
     assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message

@@ -1245,6 +1245,10 @@ class StudyRunner:
             prepared,
             result,
             importance_rows=importance_rows,
+            # The library's own exact TreeSHAP, whose cost importance_rows_within just
+            # measured: shap.TreeExplainer first re-reads the whole model (3 s for 40,000
+            # trees, plus importing shap), which the time budget cannot see coming.
+            importance_method="native_shap",
             postprocessing=PostprocessingOptions.from_dict(options),
             extra_metadata={
                 "experiment": experiment.name,
