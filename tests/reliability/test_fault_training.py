@@ -100,17 +100,18 @@ async def test_registry_down_while_training_finishes_retries_registration(
     ts = await training_stack()
     stack = ts.stack
     split = await ts.split()
-    ts.start_worker()
     created = await create(stack, small(split, 3))
     ident = parse_experiment_name(created.name)
 
     async with Snapshots(stack, created.name) as snapshots:
-        # The registry goes away while the study runs, before its refit could end.
+        # The registry goes away before the study can end (before its worker even starts:
+        # these trials take milliseconds on a fast machine, too short to stop it mid-study).
+        await ts.stop_registry()
+        ts.start_worker()
         running = await wait_for(
             stack, created.name, lambda e: e.state == pb.EXPERIMENT_STATE_RUNNING, timeout=30
         )
-        assert running.trials_completed < 3 and not running.model_version
-        await ts.stop_registry()
+        assert not running.model_version
 
         # Every trial finishes; registering fails (UNAVAILABLE), so the job is nak'ed and
         # redelivered: each delivery reuses the saved bundle and tries to register again.
