@@ -39,10 +39,15 @@ def _log(kind: str, purpose: str, frame: pl.DataFrame | pl.Series, out_bytes: in
     )
 
 
-def to_numpy(frame: pl.DataFrame, purpose: str, dtype: Any = np.float64) -> np.ndarray:
-    """A C-contiguous 2-D array of ``dtype`` (nulls become NaN for float dtypes)."""
+def to_numpy(
+    frame: pl.DataFrame, purpose: str, dtype: Any = np.float64, order: str = "C"
+) -> np.ndarray:
+    """A contiguous 2-D array of ``dtype`` (nulls become NaN for float dtypes), row-major
+    (``order="C"``) or column-major (``"F"``: what CatBoost reads without a copy)."""
     if frame.width == 0:
-        out = np.empty((frame.height, 0), dtype=dtype)
+        out = np.empty((frame.height, 0), dtype=dtype, order=order)
+    elif order == "F":
+        out = np.asfortranarray(frame.to_numpy(), dtype=dtype)
     else:
         out = np.ascontiguousarray(frame.to_numpy(), dtype=dtype)
     _log("numpy", purpose, frame, out.nbytes)

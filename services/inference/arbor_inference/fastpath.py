@@ -284,7 +284,10 @@ def _native_predictor(bundle: ModelBundle, fast: FastPath) -> Predictor:
                 except Exception:
                     log.exception("oblivious predictor failed; dropped, using CatBoost's predict")
                     fast.oblivious = None
-            num32 = np.ascontiguousarray(numeric, dtype=np.float32)
+            # column-major: CatBoost builds its Pool from it without a copy (10,000 x 30:
+            # 0.03 ms, against 1 to 2 ms from a row-major matrix); ``numeric`` is often the
+            # transposed view of a column-major decode, so this is a plain float32 copy
+            num32 = np.asfortranarray(numeric, dtype=np.float32)
             pool: Any
             if categorical:
                 cats = np.empty((n, len(categorical)), dtype=object)
