@@ -241,9 +241,11 @@ async def test_nats_down_during_an_experiment_delivers_every_event_once(
     relays = [ts.runners["training"].relay, worker.worker.relay]
     for relay in relays:
         relay.max_backoff = 0.5  # reconnect fast enough for a test
-    created = await create(
-        stack, experiment(split, n_trials=3, max_iterations=20, pruner=tpb.PRUNER_NONE)
-    )
+    # Trials of a few tenths of a second (400 rounds, no early stop): NATS goes down while
+    # they run, even on a fast machine.
+    message = experiment(split, n_trials=3, max_iterations=400, pruner=tpb.PRUNER_NONE)
+    message.study.early_stopping_rounds = 400
+    created = await create(stack, message)
     await wait_for(stack, created.name, lambda e: e.state == tpb.EXPERIMENT_STATE_RUNNING, 30)
 
     await asyncio.to_thread(nats.stop, kill=True)
