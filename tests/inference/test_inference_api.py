@@ -232,6 +232,29 @@ async def test_large_numeric_batches_give_identical_answers_in_every_shape(
             np.array(answer.probabilities).reshape(expected.shape), expected, atol=1e-12
         )
         assert [v.string_value for v in answer.labels] == bundle.predict(big).labels.to_list()
+    # kept as bytes (the first column is doubles) but not the plain layout (the last one is
+    # integers): parsed on demand, decoded by the general path, the same answer
+    ints = big.with_columns(pl.col("f7").round().cast(pl.Int64))
+    answer = await predict(stack, by_version(version.name), columnar(ints))
+    expected_labels = bundle.predict(ints.with_columns(pl.col("f7").cast(pl.Float64))).labels
+    assert [v.string_value for v in answer.labels] == expected_labels.to_list()
+    # an input that protobuf refuses is refused as malformed, also when kept as bytes
+    raw = pb.PredictRequest(model=by_version(version.name), input=columnar(big)).SerializeToString()
+    broken = raw.replace(b"\x0a\x02f7", b"\x0a\x02\xff\xfe")
+    assert broken != raw
+    channel = grpc.aio.insecure_channel(stack.inference_runner.address)
+    try:
+        call = channel.unary_unary(
+            "/arbor.inference.v1.InferenceService/Predict",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(broken, timeout=30)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_details(caught.value)["reason"] == "MALFORMED_REQUEST"
+    finally:
+        await channel.close()
 
 
 async def test_arrow_output(stack: Stack, models: Models) -> None:

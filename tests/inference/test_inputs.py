@@ -16,13 +16,13 @@ from arbor.common.v1 import common_pb2
 from arbor.inference.v1 import inference_service_pb2 as pb
 from arbor.registry.v1 import registry_service_pb2 as reg_pb
 from arbor_core.errors import InvalidArgument
-from arbor_inference.api import _varint
 from arbor_inference.inputs import (
     InputSpec,
     NumericColumn,
     WireInput,
     _arrow_doubles,
     decode,
+    encode_varint,
     parse_dtype,
     wire_doubles,
 )
@@ -261,7 +261,10 @@ def test_large_double_batches_are_read_from_the_request_bytes_like_the_message()
     assert table is not None and table.frame().equals(frame)
     via_message = decode(columnar(frame), FLOATS, max_rows=1000)
     np.testing.assert_array_equal(table.matrix, via_message.matrix)
-    assert decode(columnar(frame), FLOATS, max_rows=1000, wire=wire).frame().equals(frame)
+    # what protobuf still parses is the request without its input; the input parses on demand
+    assert wire.rows == 500 and wire.message() == columnar(frame)
+    head = pb.PredictRequest.FromString(wire.head())
+    assert head.include_probabilities and not head.HasField("input")
 
 
 def test_the_request_bytes_are_used_only_for_the_plain_layout() -> None:
@@ -287,6 +290,20 @@ def test_the_request_bytes_are_used_only_for_the_plain_layout() -> None:
     assert via_wire(ints) is None
     assert via_wire(arrow_ipc(frame)) is None
     assert WireInput.of(b"\xff\xff", 2) is None  # not protobuf
+    # the first column is not doubles: no bytes kept, protobuf parses the whole request
+    first_ints = columnar(frame.with_columns(pl.Series("f0", list(range(40)))))
+    assert _request_wire(first_ints) is None
+
+
+def test_an_input_kept_as_bytes_that_protobuf_refuses_is_malformed() -> None:
+    frame = pl.DataFrame({f"f{i}": np.linspace(0, 1, 40) for i in range(4)})
+    raw = pb.PredictRequest(input=columnar(frame)).SerializeToString()
+    broken = raw.replace(b"\x0a\x02f3", b"\x0a\x02\xff\xfe")  # a name that is not UTF-8
+    wire = WireInput.of(broken, INPUT_FIELD)
+    assert wire is not None and wire_doubles(wire, FLOATS, max_rows=100) is None
+    with pytest.raises(InvalidArgument) as caught:
+        wire.message()
+    assert caught.value.reason == "MALFORMED_REQUEST"
 
 
 def test_doubles_sent_unpacked_take_the_message_path() -> None:
@@ -294,7 +311,7 @@ def test_doubles_sent_unpacked_take_the_message_path() -> None:
     message path, to the same numbers."""
 
     def field(number: int, payload: bytes) -> bytes:
-        return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+        return encode_varint(number << 3 | 2) + encode_varint(len(payload)) + payload
 
     values = np.linspace(-2, 2, 50)
     packed = field(1, values.astype("<f8").tobytes())
@@ -314,7 +331,8 @@ def test_doubles_sent_unpacked_take_the_message_path() -> None:
         assert wire is not None
         table = wire_doubles(wire, FLOATS, max_rows=100)
         assert (table is not None) is read_from_bytes
-        decoded = decode(message.input, FLOATS, max_rows=100, wire=wire)
+        assert wire.message() == message.input
+        decoded = decode(wire.message(), FLOATS, max_rows=100)
         np.testing.assert_array_equal(decoded.frame()["f1"].to_numpy(), values)
 
 

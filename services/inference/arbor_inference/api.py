@@ -26,7 +26,7 @@ from arbor_inference.domain import (
     PredictResult,
     ServedModel,
 )
-from arbor_inference.inputs import WireInput
+from arbor_inference.inputs import WireInput, encode_varint
 from arbor_inference.resolver import Selector, selector_from_proto
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
@@ -72,20 +72,9 @@ _VALUES_TAG = bytes([_FIELDS["values"].number << 3 | 2])
 _ROW_COUNT_TAG = bytes([_FIELDS["row_count"].number << 3 | 0])
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def _packed_doubles(tag: bytes, values: np.ndarray) -> bytes:
     payload = np.ascontiguousarray(values, dtype="<f8").tobytes()
-    return tag + _varint(len(payload)) + payload
+    return tag + encode_varint(len(payload)) + payload
 
 
 #: class values -> their encoded ``labels`` elements (a model's classes are a few values; the
@@ -98,7 +87,7 @@ def _label_elements(class_values: list[Any]) -> Choices:
     elements = _LABEL_ELEMENTS.get(key)
     if elements is None:
         encoded = [label_value(v).SerializeToString() for v in class_values]
-        elements = Choices([_LABELS_TAG + _varint(len(e)) + e for e in encoded])
+        elements = Choices([_LABELS_TAG + encode_varint(len(e)) + e for e in encoded])
         if len(_LABEL_ELEMENTS) > 256:
             _LABEL_ELEMENTS.clear()
         _LABEL_ELEMENTS[key] = elements
@@ -122,7 +111,7 @@ def render_predict(result: PredictResult) -> bytes | pb.PredictResponse:
         )
     wire = [_fixed_fields(result.served, tuple(result.classes))]
     if result.row_count:
-        wire.append(_ROW_COUNT_TAG + _varint(result.row_count))
+        wire.append(_ROW_COUNT_TAG + encode_varint(result.row_count))
     if result.label_index is not None:
         wire.append(_label_elements(result.class_values).join(result.label_index))
         if result.probabilities is not None:
@@ -171,20 +160,27 @@ def _selector(message: Any) -> Selector:
     return selector
 
 
-#: Requests from this size up keep their bytes beside the parsed message (``WireInput``).
+#: Requests from this size up whose input is typed columns of doubles keep their bytes: the
+#: input is read from them (``WireInput``) and protobuf parses only the rest of the request.
 WIRE_MIN_BYTES = 64 << 10
 _INPUT_FIELD = pb.PredictRequest.DESCRIPTOR.fields_by_name["input"].number
 
 
 class PredictCall(NamedTuple):
-    """What Predict's deserializer hands the servicer: the parsed request and its bytes."""
+    """What Predict's deserializer hands the servicer: the parsed request, and for a large
+    typed-column input its bytes instead (``message.input`` is then empty)."""
 
     message: pb.PredictRequest
-    raw: bytes
+    wire: WireInput | None
 
 
 def parse_predict(raw: bytes) -> PredictCall:
-    return PredictCall(pb.PredictRequest.FromString(raw), raw)
+    """Parse a PredictRequest; a large typed-column input is left as bytes (2.4 MB of doubles
+    that protobuf would copy, 0.2 ms, only for the decoder to read them again)."""
+    wire = WireInput.of(raw, _INPUT_FIELD) if len(raw) >= WIRE_MIN_BYTES else None
+    if wire is None:
+        return PredictCall(pb.PredictRequest.FromString(raw), None)
+    return PredictCall(pb.PredictRequest.FromString(wire.head()), wire)
 
 
 class InferenceServicer(pb_grpc.InferenceServiceServicer):
@@ -198,12 +194,10 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     ) -> pb.PredictResponse | bytes:
         wire = None
         if isinstance(request, PredictCall):
-            request, raw = request
-            if len(raw) >= WIRE_MIN_BYTES:
-                wire = WireInput.of(raw, _INPUT_FIELD)
+            request, wire = request
         command = PredictInput(
             selector=_selector(request.model),
-            data=request.input,
+            data=request.input if wire is None else None,
             include_probabilities=request.include_probabilities,
             reject_extra=request.extra_columns == pb.EXTRA_COLUMNS_POLICY_REJECT,
             arrow_output=request.output_format == pb.OUTPUT_FORMAT_ARROW,

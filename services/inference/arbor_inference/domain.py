@@ -56,7 +56,15 @@ from arbor_core.config import env_float, env_int
 from arbor_core.errors import ArborError, DeadlineExceeded, FailedPrecondition, InvalidArgument
 from arbor_inference.cache import ModelCache
 from arbor_inference.fastpath import FastPath
-from arbor_inference.inputs import ColumnSpec, InputSpec, Table, WireInput, count_rows, decode
+from arbor_inference.inputs import (
+    ColumnSpec,
+    InputSpec,
+    Table,
+    WireInput,
+    count_rows,
+    decode,
+    wire_doubles,
+)
 from arbor_inference.resolver import ResolvedVersion, Resolver, Selector
 from arbor_ml import ModelBundle, TaskType, load_bundle
 from arbor_ml.explain import NATIVE_SHAP_METHODS, SHAP_METHOD
@@ -166,7 +174,8 @@ class ServedModel:
 @dataclass(frozen=True, slots=True)
 class PredictInput:
     selector: Selector
-    data: common_pb2.InlineData
+    #: the input (None when ``wire`` holds it)
+    data: common_pb2.InlineData | None
     include_probabilities: bool = False
     reject_extra: bool = False
     arrow_output: bool = False
@@ -175,9 +184,17 @@ class PredictInput:
     #: rows already decoded and validated against the model's spec (the v2 protocol's
     #: numeric matrix); ``data`` is then ignored
     table: Table | None = None
-    #: the request's bytes and where ``data`` sits in them (large typed-column batches are
-    #: read from them directly); None: decode from ``data`` alone
+    #: a large typed-column input as the request's bytes: read from them directly, parsed
+    #: into a message only when the general decoder needs one
     wire: WireInput | None = None
+
+    def inline(self) -> common_pb2.InlineData:
+        """The input as a message."""
+        if self.data is not None:
+            return self.data
+        if self.wire is None:
+            raise InvalidArgument("input is required", field="input", reason="INPUT_REQUIRED")
+        return self.wire.message()
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,8 +528,11 @@ class Inference:
         if request.table is not None:
             rows = request.table.height
             _check_rows(rows, self.options.max_batch_rows)
-        elif data.WhichOneof("data") in ("json_rows", "columns"):  # cheap: before any load
-            rows = count_rows(data)
+        elif request.wire is not None:
+            rows = request.wire.rows
+            _check_rows(rows, self.options.max_batch_rows)
+        elif data is not None and data.WhichOneof("data") in ("json_rows", "columns"):
+            rows = count_rows(data)  # cheap: before any load
             _check_rows(rows, self.options.max_batch_rows)
         version, model = await self.model_for(request.selector, request.deadline)
         served = ServedModel.of(version)
@@ -530,13 +550,14 @@ class Inference:
     ) -> T:
         _check_deadline(request.deadline)
         table = request.table
+        if table is None and request.wire is not None and model.spec.all_float64:
+            table = wire_doubles(request.wire, model.spec, self.options.max_batch_rows)
         if table is None:
             table = decode(
-                request.data,
+                request.inline(),
                 model.spec,
                 max_rows=self.options.max_batch_rows,
                 reject_extra=request.reject_extra,
-                wire=request.wire,
             )
         with self.cores.claim() as threads:
             raw = model.predict_raw(

@@ -418,13 +418,8 @@ def decode(
     *,
     max_rows: int,
     reject_extra: bool = False,
-    wire: WireInput | None = None,
 ) -> Table:
     """Decode ``data`` and conform it to ``spec``.
-
-    ``wire``: the request's serialized bytes and where ``data`` sits in them, when the caller
-    kept them; large all-double batches are then read from those bytes without copying
-    through protobuf objects.
 
     Raises ``InvalidArgument`` as the module docstring describes.
     """
@@ -438,9 +433,7 @@ def decode(
         raws, extra, height = _decode_json(rows, spec)
     elif shape == "columns":
         if spec.all_float64:
-            fast = wire_doubles(wire, spec, max_rows) if wire is not None else None
-            if fast is None:
-                fast = _decode_doubles(data.columns, spec, max_rows)
+            fast = _decode_doubles(data.columns, spec, max_rows)
             if fast is not None:
                 return fast
         raws, extra, height = _decode_columns(data.columns, spec, max_rows)
@@ -752,22 +745,83 @@ def _decode_doubles(data: common_pb2.ColumnarData, spec: InputSpec, max_rows: in
 
 
 class WireInput(NamedTuple):
-    """A request's serialized bytes and the byte range of its ``InlineData``."""
+    """A request's serialized bytes and where its ``InlineData`` of typed columns sits in them
+    (``key`` is where the field's key starts), with the rows of its first column."""
 
     raw: bytes
+    key: int
     start: int
     end: int
+    rows: int
 
     @classmethod
     def of(cls, raw: bytes, input_field: int) -> WireInput | None:
-        """The request's ``input`` field (number ``input_field``), if it appears exactly once."""
+        """The request's ``input`` field (number ``input_field``) when it appears once and
+        holds typed columns whose first column is a packed run of doubles; else None."""
         fields = _wire_fields(raw, 0, len(raw))
         if fields is None:
             return None
         found = [f for f in fields if f[0] == input_field]
         if len(found) != 1 or found[0][1] != _LEN:
             return None
-        return cls(raw, found[0][2], found[0][3])
+        _, _, start, end = found[0]
+        inline = _wire_fields(raw, start, end)
+        if inline is None or len(inline) != 1 or inline[0][:2] != (_COLUMNS_FIELD, _LEN):
+            return None
+        rows = _first_column_doubles(raw, inline[0][2], inline[0][3])
+        if rows is None:
+            return None
+        key = start - len(encode_varint(end - start)) - len(encode_varint(input_field << 3 | _LEN))
+        return cls(raw, key, start, end, rows)
+
+    def head(self) -> bytes:
+        """The request without its input: what protobuf still parses (a few bytes)."""
+        return self.raw[: self.key] + self.raw[self.end :]
+
+    def message(self) -> common_pb2.InlineData:
+        """The input as a message, for the general decoder (parsed on demand)."""
+        try:
+            return common_pb2.InlineData.FromString(self.raw[self.start : self.end])
+        except Exception as exc:  # DecodeError, or a bad UTF-8 string
+            raise InvalidArgument(
+                f"the request is not a valid protobuf message: {str(exc)[:300]}",
+                field="input",
+                reason="MALFORMED_REQUEST",
+            ) from None
+
+
+def _first_column_doubles(raw: bytes, start: int, end: int) -> int | None:
+    """How many doubles the first column of ``ColumnarData`` at ``raw[start:end]`` holds as
+    one packed run (None: another layout)."""
+    pos = start
+    try:
+        key, pos = _wire_varint(raw, pos)
+        if key != (_COLUMN_FIELD << 3 | _LEN):
+            return None
+        length, pos = _wire_varint(raw, pos)
+    except IndexError:
+        return None
+    parts = _wire_fields(raw, pos, min(pos + length, end))
+    if parts is None:
+        return None
+    doubles = [p for p in parts if p[:2] == (_DOUBLES_FIELD, _LEN)]
+    if len(doubles) != 1:
+        return None
+    run = _wire_fields(raw, doubles[0][2], doubles[0][3])
+    if run is None or len(run) != 1 or run[0][:2] != (_VALUES_FIELD, _LEN):
+        return None
+    size = run[0][3] - run[0][2]
+    return size // 8 if size % 8 == 0 else None
+
+
+def encode_varint(n: int) -> bytes:
+    """``n`` as a protobuf varint."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(out)
 
 
 _LEN = 2
