@@ -295,6 +295,27 @@ def test_the_request_bytes_are_used_only_for_the_plain_layout() -> None:
     assert _request_wire(first_ints) is None
 
 
+def test_a_large_arrow_input_is_read_in_place_from_the_request_bytes() -> None:
+    rng = np.random.default_rng(9)
+    frame = pl.DataFrame({f"f{i}": rng.normal(size=300) for i in range(4)})
+    frame = frame.with_columns(
+        pl.when(pl.int_range(300) % 7 == 0).then(None).otherwise(pl.col("f0")).alias("f0")
+    )
+    wire = _request_wire(arrow_ipc(frame))
+    assert wire is not None and wire.arrow is not None and wire.rows == 300
+    assert wire.message() == arrow_ipc(frame)
+    assert not pb.PredictRequest.FromString(wire.head()).HasField("input")
+    # the same table as from the message (nulls in f0 take the general path here)
+    from_bytes = decode(None, FLOATS, max_rows=1000, arrow=wire.arrow)
+    assert from_bytes.frame().equals(decode(arrow_ipc(frame), FLOATS, max_rows=1000).frame())
+    assert from_bytes.frame()["f0"].null_count() == 43
+    with pytest.raises(InvalidArgument) as caught:
+        decode(None, FLOATS, max_rows=100, arrow=wire.arrow)
+    assert caught.value.reason == "BATCH_TOO_LARGE"
+    # bytes that are not an Arrow stream stay with protobuf, and decoding names the problem
+    assert _request_wire(common_pb2.InlineData(arrow_ipc=b"not arrow" * 10)) is None
+
+
 def test_an_input_kept_as_bytes_that_protobuf_refuses_is_malformed() -> None:
     frame = pl.DataFrame({f"f{i}": np.linspace(0, 1, 40) for i in range(4)})
     raw = pb.PredictRequest(input=columnar(frame)).SerializeToString()

@@ -184,8 +184,8 @@ class PredictInput:
     #: rows already decoded and validated against the model's spec (the v2 protocol's
     #: numeric matrix); ``data`` is then ignored
     table: Table | None = None
-    #: a large typed-column input as the request's bytes: read from them directly, parsed
-    #: into a message only when the general decoder needs one
+    #: a large input (typed columns, Arrow) as the request's bytes: read from them directly,
+    #: parsed into a message only when the general decoder needs one
     wire: WireInput | None = None
 
     def inline(self) -> common_pb2.InlineData:
@@ -550,8 +550,18 @@ class Inference:
     ) -> T:
         _check_deadline(request.deadline)
         table = request.table
-        if table is None and request.wire is not None and model.spec.all_float64:
-            table = wire_doubles(request.wire, model.spec, self.options.max_batch_rows)
+        wire = request.wire
+        if table is None and wire is not None:
+            if wire.arrow is not None:
+                table = decode(
+                    None,
+                    model.spec,
+                    max_rows=self.options.max_batch_rows,
+                    reject_extra=request.reject_extra,
+                    arrow=wire.arrow,
+                )
+            elif model.spec.all_float64:
+                table = wire_doubles(wire, model.spec, self.options.max_batch_rows)
         if table is None:
             table = decode(
                 request.inline(),

@@ -413,32 +413,45 @@ class Table:
 
 
 def decode(
-    data: common_pb2.InlineData,
+    data: common_pb2.InlineData | None,
     spec: InputSpec,
     *,
     max_rows: int,
     reject_extra: bool = False,
+    arrow: pa.Table | None = None,
 ) -> Table:
     """Decode ``data`` and conform it to ``spec``.
 
-    Raises ``InvalidArgument`` as the module docstring describes.
+    ``arrow``: an Arrow input already read (from the request's bytes, ``WireInput``); ``data``
+    is then not looked at. Raises ``InvalidArgument`` as the module docstring describes.
     """
-    shape = data.WhichOneof("data")
+    if arrow is not None:
+        shape: str | None = "arrow_ipc"
+    elif data is None:
+        shape = None
+    else:
+        shape = data.WhichOneof("data")
     if shape is None:
         raise InvalidArgument("input is required", field="input", reason="INPUT_REQUIRED")
     if shape == "json_rows":
+        assert data is not None
         rows = data.json_rows.rows
         n = len(rows)
         _check_count(n, max_rows)
         raws, extra, height = _decode_json(rows, spec)
     elif shape == "columns":
+        assert data is not None
         if spec.all_float64:
             fast = _decode_doubles(data.columns, spec, max_rows)
             if fast is not None:
                 return fast
         raws, extra, height = _decode_columns(data.columns, spec, max_rows)
     else:
-        table = _read_arrow(data.arrow_ipc)
+        if arrow is not None:
+            table = arrow
+        else:
+            assert data is not None
+            table = _read_arrow(data.arrow_ipc)
         _check_count(table.num_rows, max_rows)
         if spec.all_float64:
             matrix = _arrow_doubles(table, spec)
@@ -745,19 +758,22 @@ def _decode_doubles(data: common_pb2.ColumnarData, spec: InputSpec, max_rows: in
 
 
 class WireInput(NamedTuple):
-    """A request's serialized bytes and where its ``InlineData`` of typed columns sits in them
-    (``key`` is where the field's key starts), with the rows of its first column."""
+    """A request's serialized bytes and where its ``InlineData`` sits in them (``key`` is
+    where the field's key starts), with its rows: typed columns (the rows of the first
+    column) or an Arrow IPC stream (``arrow``: read in place, without a copy)."""
 
     raw: bytes
     key: int
     start: int
     end: int
     rows: int
+    arrow: pa.Table | None = None
 
     @classmethod
     def of(cls, raw: bytes, input_field: int) -> WireInput | None:
         """The request's ``input`` field (number ``input_field``) when it appears once and
-        holds typed columns whose first column is a packed run of doubles; else None."""
+        holds typed columns whose first column is a packed run of doubles, or a readable
+        Arrow stream; else None (protobuf then parses it all, and decoding names problems)."""
         fields = _wire_fields(raw, 0, len(raw))
         if fields is None:
             return None
@@ -766,12 +782,21 @@ class WireInput(NamedTuple):
             return None
         _, _, start, end = found[0]
         inline = _wire_fields(raw, start, end)
-        if inline is None or len(inline) != 1 or inline[0][:2] != (_COLUMNS_FIELD, _LEN):
-            return None
-        rows = _first_column_doubles(raw, inline[0][2], inline[0][3])
-        if rows is None:
+        if inline is None or len(inline) != 1 or inline[0][1] != _LEN:
             return None
         key = start - len(encode_varint(end - start)) - len(encode_varint(input_field << 3 | _LEN))
+        number, _, value_start, value_end = inline[0]
+        if number == _ARROW_FIELD:
+            try:  # the stream's buffers stay views of the request's bytes
+                arrow = _read_arrow(memoryview(raw)[value_start:value_end])
+            except InvalidArgument:
+                return None
+            return cls(raw, key, start, end, arrow.num_rows, arrow)
+        if number != _COLUMNS_FIELD:
+            return None
+        rows = _first_column_doubles(raw, value_start, value_end)
+        if rows is None:
+            return None
         return cls(raw, key, start, end, rows)
 
     def head(self) -> bytes:
@@ -826,6 +851,7 @@ def encode_varint(n: int) -> bytes:
 
 _LEN = 2
 _COLUMNS_FIELD = common_pb2.InlineData.DESCRIPTOR.fields_by_name["columns"].number
+_ARROW_FIELD = common_pb2.InlineData.DESCRIPTOR.fields_by_name["arrow_ipc"].number
 _COLUMN_FIELD = common_pb2.ColumnarData.DESCRIPTOR.fields_by_name["columns"].number
 _NAME_FIELD = common_pb2.Column.DESCRIPTOR.fields_by_name["name"].number
 _DOUBLES_FIELD = common_pb2.Column.DESCRIPTOR.fields_by_name["double_values"].number
@@ -957,7 +983,7 @@ def _columnar_raw(column: common_pb2.Column, height: int, j: int) -> _Raw:
 # ---- Arrow IPC -------------------------------------------------------------------
 
 
-def _read_arrow(data: bytes) -> pa.Table:
+def _read_arrow(data: bytes | memoryview) -> pa.Table:
     buffer = pa.py_buffer(data)
     try:
         return pa.ipc.open_stream(buffer).read_all()
