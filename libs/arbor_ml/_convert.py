@@ -8,7 +8,7 @@ level is enabled, which keeps the 1-row inference path cheap.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -40,7 +40,7 @@ def _log(kind: str, purpose: str, frame: pl.DataFrame | pl.Series, out_bytes: in
 
 
 def to_numpy(
-    frame: pl.DataFrame, purpose: str, dtype: Any = np.float64, order: str = "C"
+    frame: pl.DataFrame, purpose: str, dtype: Any = np.float64, order: Literal["C", "F"] = "C"
 ) -> np.ndarray:
     """A contiguous 2-D array of ``dtype`` (nulls become NaN for float dtypes), row-major
     (``order="C"``) or column-major (``"F"``: what CatBoost reads without a copy)."""

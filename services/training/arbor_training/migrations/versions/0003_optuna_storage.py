@@ -51,7 +51,9 @@ def upgrade() -> None:
             "script_location", os.path.join(os.path.dirname(models.__file__), "alembic")
         )
         script = ScriptDirectory.from_config(config)
-        context.stamp(script, script.get_current_head())
+        head = script.get_current_head()
+        if head is not None:  # Optuna ships one linear history: there is always a head
+            context.stamp(script, head)
 
 
 def downgrade() -> None:
