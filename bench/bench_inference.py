@@ -219,8 +219,7 @@ def model_alone(bundle: Any, compiled: bool) -> Callable[[Any], Any]:
         from arbor_inference.fastpath import OBLIVIOUS_TREE_ROWS
         from arbor_ml.oblivious import build_checked
 
-        kind = "Probability" if bundle.task.is_classification else "RawFormulaVal"
-        arrays = build_checked(bundle.model.native, kind)
+        arrays = build_checked(bundle.model.native, bundle.model.output_prediction_type)
         if arrays is not None:
             most = max(1, OBLIVIOUS_TREE_ROWS // arrays.n_trees)
             return lambda x: arrays.predict(x) if len(x) <= most else library(x)

@@ -22,6 +22,7 @@ from arbor_inference.inputs import (
     WireInput,
     _arrow_doubles,
     decode,
+    decode_arrow,
     encode_varint,
     parse_dtype,
     wire_doubles,
@@ -306,11 +307,11 @@ def test_a_large_arrow_input_is_read_in_place_from_the_request_bytes() -> None:
     assert wire.message() == arrow_ipc(frame)
     assert not pb.PredictRequest.FromString(wire.head()).HasField("input")
     # the same table as from the message (nulls in f0 take the general path here)
-    from_bytes = decode(None, FLOATS, max_rows=1000, arrow=wire.arrow)
+    from_bytes = decode_arrow(wire.arrow, FLOATS, max_rows=1000)
     assert from_bytes.frame().equals(decode(arrow_ipc(frame), FLOATS, max_rows=1000).frame())
     assert from_bytes.frame()["f0"].null_count() == 43
     with pytest.raises(InvalidArgument) as caught:
-        decode(None, FLOATS, max_rows=100, arrow=wire.arrow)
+        decode_arrow(wire.arrow, FLOATS, max_rows=100)
     assert caught.value.reason == "BATCH_TOO_LARGE"
     # bytes that are not an Arrow stream stay with protobuf, and decoding names the problem
     assert _request_wire(common_pb2.InlineData(arrow_ipc=b"not arrow" * 10)) is None

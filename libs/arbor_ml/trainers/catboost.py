@@ -107,15 +107,17 @@ class CatBoostModel(TrainedModel):
         )
         return Pool(features, label=label, weight=weight)
 
+    @property
+    def output_prediction_type(self) -> str:
+        """CatBoost's ``prediction_type`` for :meth:`predict_output`'s numbers."""
+        return "RawFormulaVal" if self.task is TaskType.REGRESSION else "Probability"
+
     def predict_output(self, x: pl.DataFrame) -> np.ndarray:
-        if self.task is TaskType.REGRESSION:
-            return np.asarray(
-                self.native.predict(self.pool(x), prediction_type="RawFormulaVal"), dtype=np.float64
-            )
-        proba = np.asarray(
-            self.native.predict(self.pool(x), prediction_type="Probability"), dtype=np.float64
+        out = np.asarray(
+            self.native.predict(self.pool(x), prediction_type=self.output_prediction_type),
+            dtype=np.float64,
         )
-        return proba.reshape(x.height, -1)
+        return out if self.task is TaskType.REGRESSION else out.reshape(x.height, -1)
 
     def predict_margin(self, x: pl.DataFrame) -> np.ndarray:
         return np.asarray(

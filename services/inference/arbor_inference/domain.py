@@ -63,7 +63,6 @@ from arbor_inference.inputs import (
     WireInput,
     count_rows,
     decode,
-    wire_doubles,
 )
 from arbor_inference.resolver import ResolvedVersion, Resolver, Selector
 from arbor_ml import ModelBundle, TaskType, load_bundle
@@ -550,18 +549,10 @@ class Inference:
     ) -> T:
         _check_deadline(request.deadline)
         table = request.table
-        wire = request.wire
-        if table is None and wire is not None:
-            if wire.arrow is not None:
-                table = decode(
-                    None,
-                    model.spec,
-                    max_rows=self.options.max_batch_rows,
-                    reject_extra=request.reject_extra,
-                    arrow=wire.arrow,
-                )
-            elif model.spec.all_float64:
-                table = wire_doubles(wire, model.spec, self.options.max_batch_rows)
+        if table is None and request.wire is not None:
+            table = request.wire.decode(
+                model.spec, max_rows=self.options.max_batch_rows, reject_extra=request.reject_extra
+            )
         if table is None:
             table = decode(
                 request.inline(),

@@ -90,10 +90,10 @@ class FastPath:
         if oblivious and bundle.model.library == "catboost" and self.numeric_only:
             from arbor_ml.oblivious import build_checked
 
-            prediction_type = (
-                "RawFormulaVal" if bundle.model.task is TaskType.REGRESSION else "Probability"
+            self.oblivious = build_checked(
+                bundle.model.native,
+                bundle.model.output_prediction_type,  # type: ignore[attr-defined]
             )
-            self.oblivious = build_checked(bundle.model.native, prediction_type)
         #: batches up to this many rows use ``self.oblivious`` (54 for 300 trees)
         self.oblivious_max_rows = (
             max(1, OBLIVIOUS_TREE_ROWS // self.oblivious.n_trees) if self.oblivious else 0
@@ -272,7 +272,7 @@ def _native_predictor(bundle: ModelBundle, fast: FastPath) -> Predictor:
 
         names = list(model.feature_names)
         n_numeric = model.n_numeric
-        prediction_type = "RawFormulaVal" if task is TaskType.REGRESSION else "Probability"
+        prediction_type = model.output_prediction_type  # type: ignore[attr-defined]
 
         def predict_cb(
             numeric: np.ndarray, categorical: list[list[Any]], n: int, threads: int

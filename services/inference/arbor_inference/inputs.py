@@ -413,51 +413,54 @@ class Table:
 
 
 def decode(
-    data: common_pb2.InlineData | None,
+    data: common_pb2.InlineData,
     spec: InputSpec,
     *,
     max_rows: int,
     reject_extra: bool = False,
-    arrow: pa.Table | None = None,
 ) -> Table:
     """Decode ``data`` and conform it to ``spec``.
 
-    ``arrow``: an Arrow input already read (from the request's bytes, ``WireInput``); ``data``
-    is then not looked at. Raises ``InvalidArgument`` as the module docstring describes.
+    Raises ``InvalidArgument`` as the module docstring describes.
     """
-    if arrow is not None:
-        shape: str | None = "arrow_ipc"
-    elif data is None:
-        shape = None
-    else:
-        shape = data.WhichOneof("data")
+    shape = data.WhichOneof("data")
     if shape is None:
         raise InvalidArgument("input is required", field="input", reason="INPUT_REQUIRED")
+    if shape == "arrow_ipc":
+        return decode_arrow(
+            _read_arrow(data.arrow_ipc), spec, max_rows=max_rows, reject_extra=reject_extra
+        )
     if shape == "json_rows":
-        assert data is not None
         rows = data.json_rows.rows
-        n = len(rows)
-        _check_count(n, max_rows)
+        _check_count(len(rows), max_rows)
         raws, extra, height = _decode_json(rows, spec)
-    elif shape == "columns":
-        assert data is not None
+    else:
         if spec.all_float64:
             fast = _decode_doubles(data.columns, spec, max_rows)
             if fast is not None:
                 return fast
         raws, extra, height = _decode_columns(data.columns, spec, max_rows)
-    else:
-        if arrow is not None:
-            table = arrow
-        else:
-            assert data is not None
-            table = _read_arrow(data.arrow_ipc)
-        _check_count(table.num_rows, max_rows)
-        if spec.all_float64:
-            matrix = _arrow_doubles(table, spec)
-            if matrix is not None:
-                return matrix
-        raws, extra, height = _decode_arrow(table, spec)
+    return _conformed(raws, extra, height, spec, reject_extra)
+
+
+def decode_arrow(
+    table: pa.Table, spec: InputSpec, *, max_rows: int, reject_extra: bool = False
+) -> Table:
+    """:func:`decode` for an Arrow input already read (from the message, or in place from
+    the request's bytes: ``WireInput``)."""
+    _check_count(table.num_rows, max_rows)
+    if spec.all_float64:
+        matrix = _arrow_doubles(table, spec)
+        if matrix is not None:
+            return matrix
+    raws, extra, height = _decode_arrow(table, spec)
+    return _conformed(raws, extra, height, spec, reject_extra)
+
+
+def _conformed(
+    raws: dict[str, _Raw], extra: list[str], height: int, spec: InputSpec, reject_extra: bool
+) -> Table:
+    """The decoded columns conformed to ``spec``, or every problem at once."""
     problems: list[_Problem] = []
     if reject_extra and extra:
         problems.extend(
@@ -767,6 +770,8 @@ class WireInput(NamedTuple):
     start: int
     end: int
     rows: int
+    #: where the ``columns`` message sits (typed columns; the Arrow stream is ``arrow``)
+    body: tuple[int, int] = (0, 0)
     arrow: pa.Table | None = None
 
     @classmethod
@@ -791,13 +796,20 @@ class WireInput(NamedTuple):
                 arrow = _read_arrow(memoryview(raw)[value_start:value_end])
             except InvalidArgument:
                 return None
-            return cls(raw, key, start, end, arrow.num_rows, arrow)
+            return cls(raw, key, start, end, arrow.num_rows, arrow=arrow)
         if number != _COLUMNS_FIELD:
             return None
         rows = _first_column_doubles(raw, value_start, value_end)
         if rows is None:
             return None
-        return cls(raw, key, start, end, rows)
+        return cls(raw, key, start, end, rows, (value_start, value_end))
+
+    def decode(self, spec: InputSpec, *, max_rows: int, reject_extra: bool = False) -> Table | None:
+        """The input decoded straight from the bytes, or None: typed columns in another
+        layout than the plain one go through :meth:`message` and :func:`decode`."""
+        if self.arrow is not None:
+            return decode_arrow(self.arrow, spec, max_rows=max_rows, reject_extra=reject_extra)
+        return wire_doubles(self, spec, max_rows) if spec.all_float64 else None
 
     def head(self) -> bytes:
         """The request without its input: what protobuf still parses (a few bytes)."""
@@ -902,10 +914,7 @@ def wire_doubles(wire: WireInput, spec: InputSpec, max_rows: int) -> Table | Non
     """Exactly the signature's Float64 columns, read from the request bytes (see above), or
     None: then the message is decoded as usual (and names any problem)."""
     raw = wire.raw
-    inline = _wire_fields(raw, wire.start, wire.end)
-    if inline is None or len(inline) != 1 or inline[0][:2] != (_COLUMNS_FIELD, _LEN):
-        return None
-    columns = _wire_fields(raw, inline[0][2], inline[0][3])
+    columns = _wire_fields(raw, *wire.body) if wire.arrow is None else None
     names = spec.name_bytes
     if columns is None or len(columns) != len(names):
         return None
