@@ -282,6 +282,7 @@ async def run_dataset(s: dict[str, Any], name: str, args: argparse.Namespace) ->
         max_iterations=args.max_iterations,
         early_stopping_rounds=args.early_stopping,
         cv_folds=folds,
+        ensemble_size=args.ensemble,
     )
     created = await s["training"].CreateExperiment(
         pb.CreateExperimentRequest(
@@ -325,6 +326,10 @@ async def run_dataset(s: dict[str, Any], name: str, args: argparse.Namespace) ->
         bundle = load_bundle(open_store(root), prefix)
         score = holdout_score(entry, bundle, holdout)
         library = bundle.metadata["model_type"]
+        if library == "ensemble":  # which libraries, and how much of the blend each is
+            library = " + ".join(
+                f"{m.model.model_type.value} {m.weight:.2f}" for m in bundle.model.members
+            )
     failed = await s["training"].ListTrials(
         pb.ListTrialsRequest(
             parent=experiment.name, state_filter=pb.TRIAL_STATE_FAILED, page_size=100
@@ -423,6 +428,9 @@ def main() -> None:
     parser.add_argument("--cv", default="auto", help="folds, 0 for none, or auto")
     parser.add_argument(
         "--validation", default="auto", help="validation share of the 80%%, or auto (by size)"
+    )
+    parser.add_argument(
+        "--ensemble", type=int, default=0, help="most trials blended (0: AUTO's default, 3)"
     )
     parser.add_argument("--max-iterations", type=int, default=3000)
     parser.add_argument("--early-stopping", type=int, default=50)

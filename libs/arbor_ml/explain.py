@@ -8,7 +8,8 @@ Methods, tried in order, with the one that answered reported in
    (for CatBoost it is given a ``Pool``).
 2. The library's own exact TreeSHAP when ``shap`` cannot handle a model or is missing:
    ``catboost.ShapValues`` (``get_feature_importance(type='ShapValues')``),
-   ``xgboost.pred_contribs``, ``lightgbm.pred_contrib``.
+   ``xgboost.pred_contribs``, ``lightgbm.pred_contrib``. An ensemble
+   (``arbor_ml.ensemble``) starts here: its members' values, weighted as the blend is.
 3. The library's native importance (``native.<type>``: CatBoost PredictionValuesChange,
    XGBoost total gain, LightGBM gain): a global ranking only, no per-row values.
 
@@ -33,10 +34,13 @@ from arbor_ml.trainers.base import TrainedModel
 logger = logging.getLogger("arbor_ml")
 
 SHAP_METHOD = "shap.TreeExplainer"
+#: An ensemble's method by design (shap.TreeExplainer reads one model): its members' own.
+ENSEMBLE_SHAP_METHOD = "ensemble.weighted_native_shap"
 NATIVE_SHAP_METHODS = {
     "catboost": "catboost.ShapValues",
     "xgboost": "xgboost.pred_contribs",
     "lightgbm": "lightgbm.pred_contrib",
+    "arbor": ENSEMBLE_SHAP_METHOD,  # arbor_ml.ensemble: the members' values, weighted
 }
 
 
@@ -92,7 +96,15 @@ class Explainer:
             raise InvalidArgument(
                 "method must be auto, shap, native_shap or native", field="method"
             )
-        if method in ("auto", "shap") and x.height > 0:
+        # shap.TreeExplainer reads one library's model; a blend has several (see below).
+        single = self.model.native is not None
+        if method == "shap" and not single:
+            from arbor_core.errors import InvalidArgument
+
+            raise InvalidArgument(
+                "shap.TreeExplainer cannot read an ensemble; use native_shap", field="method"
+            )
+        if method in ("auto", "shap") and x.height > 0 and single:
             try:
                 values, base = self._shap_values(x)
                 return self._from_values(SHAP_METHOD, values, base)

@@ -13,11 +13,18 @@ from arbor_core.errors import InvalidArgument
 
 
 class ModelType(StrEnum):
-    """Gradient-boosting library behind a model. CatBoost is the default."""
+    """Gradient-boosting library behind a model (CatBoost is the default), or ``ensemble``:
+    a blend of models of several trials that an AUTO study registers (``arbor_ml.ensemble``);
+    it is never trained directly."""
 
     CATBOOST = "catboost"
     XGBOOST = "xgboost"
     LIGHTGBM = "lightgbm"
+    ENSEMBLE = "ensemble"
+
+
+#: The libraries a study can train (every model type but ``ensemble``).
+LIBRARIES: tuple[ModelType, ...] = (ModelType.CATBOOST, ModelType.XGBOOST, ModelType.LIGHTGBM)
 
 
 class TaskType(StrEnum):

@@ -15,6 +15,7 @@ from arbor.inference.v1 import inference_service_pb2_grpc as inf_grpc
 from arbor.registry.v1 import registry_service_pb2_grpc as reg_grpc
 from arbor_core.artifacts import LocalArtifactStore
 from arbor_ml import ModelBundle
+from arbor_ml.ensemble import blend_bundles
 from arbor_registry.server import build_runner as build_registry
 from arbor_registry.server import migrate
 
@@ -27,6 +28,14 @@ def bundles() -> dict[str, ModelBundle]:
         "binary_lightgbm": train_bundle("lightgbm", "binary", seed=1),
         "multiclass_xgboost": train_bundle("xgboost", "multiclass", seed=2),
         "regression_lightgbm": train_bundle("lightgbm", "regression", seed=3),
+        # CatBoost (category strings) and XGBoost (codes) on the same data, blended
+        "multiclass_ensemble": blend_bundles(
+            [
+                train_bundle("catboost", "multiclass", seed=4),
+                train_bundle("xgboost", "multiclass", seed=4),
+            ],
+            [0.6, 0.4],
+        ),
     }
 
 

@@ -32,6 +32,7 @@ MODEL_TYPES = {
     "catboost": common_pb2.MODEL_TYPE_CATBOOST,
     "xgboost": common_pb2.MODEL_TYPE_XGBOOST,
     "lightgbm": common_pb2.MODEL_TYPE_LIGHTGBM,
+    "ensemble": common_pb2.MODEL_TYPE_ENSEMBLE,
 }
 TASK_TYPES = {
     "binary": common_pb2.TASK_TYPE_BINARY,

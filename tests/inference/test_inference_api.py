@@ -184,7 +184,14 @@ async def test_regression_values_match_in_process(stack: Stack, models: Models) 
 
 
 @pytest.mark.parametrize(
-    "key", ["binary_catboost", "binary_lightgbm", "multiclass_xgboost", "regression_lightgbm"]
+    "key",
+    [
+        "binary_catboost",
+        "binary_lightgbm",
+        "multiclass_xgboost",
+        "regression_lightgbm",
+        "multiclass_ensemble",
+    ],
 )
 @pytest.mark.parametrize("rows", [3, 60])
 async def test_input_shapes_give_identical_answers(
@@ -481,7 +488,9 @@ async def test_corrupt_bundle_is_data_loss(stack: Stack) -> None:
 # --------------------------------------------------------------------------- explain
 
 
-@pytest.mark.parametrize("key", ["binary_catboost", "multiclass_xgboost", "regression_lightgbm"])
+@pytest.mark.parametrize(
+    "key", ["binary_catboost", "multiclass_xgboost", "regression_lightgbm", "multiclass_ensemble"]
+)
 async def test_explain_per_row_adds_up_to_the_raw_output(
     stack: Stack, models: Models, key: str
 ) -> None:

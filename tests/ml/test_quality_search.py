@@ -27,10 +27,8 @@ from arbor_ml.automl import (
 )
 from arbor_ml.latency import predict_ms_per_1k_rows, sample_rows
 from arbor_ml.trainers.base import SMALL_DATA_ROWS, effective_threads
-from arbor_ml.types import ModelType
+from arbor_ml.types import LIBRARIES, ModelType
 from arbor_ml.weights import class_weights
-
-LIBRARIES = ("catboost", "xgboost", "lightgbm")
 
 
 def _imbalanced(n: int = 400, seed: int = 0) -> pl.DataFrame:
@@ -89,7 +87,7 @@ def test_balanced_weights_raise_the_minority_probability(library: str) -> None:
 
 
 def test_defaults_first_then_portfolio_in_autos_order() -> None:
-    trainers = {m: get_trainer(m, "binary") for m in ModelType}
+    trainers = {m: get_trainer(m, "binary") for m in LIBRARIES}
     fixed = warm_start(trainers, train_rows=500, auto=True)
     libraries = [t[MODEL_TYPE_PARAM] for t in fixed]
     # CatBoost's defaults, its fast categorical encodings, LightGBM's and XGBoost's defaults,
@@ -105,7 +103,7 @@ def test_defaults_first_then_portfolio_in_autos_order() -> None:
         study.enqueue_trial(params)
     for _ in fixed:
         trial = study.ask()
-        library = trial.suggest_categorical(MODEL_TYPE_PARAM, [m.value for m in ModelType])
+        library = trial.suggest_categorical(MODEL_TYPE_PARAM, [m.value for m in LIBRARIES])
         for name, spec in trainers[ModelType(library)].search_space.items():
             from dataclasses import replace
 
@@ -115,7 +113,7 @@ def test_defaults_first_then_portfolio_in_autos_order() -> None:
 
 
 def test_on_large_data_catboosts_cheap_encodings_go_before_its_defaults() -> None:
-    trainers = {m: get_trainer(m, "binary") for m in ModelType}
+    trainers = {m: get_trainer(m, "binary") for m in LIBRARIES}
     small = warm_start(trainers, train_rows=500, auto=True)
     large = warm_start(trainers, train_rows=LARGE_DATA_ROWS, auto=True)
     cheap = [t.get("catboost.one_hot_max_size") == 64 for t in (small[0], small[1])]

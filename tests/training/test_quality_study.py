@@ -90,7 +90,7 @@ async def test_auto_registers_one_model_of_the_winning_library(
     stack: Stack, worker: Worker
 ) -> None:
     split = await make_split(stack, "credit_data", 300, test=True)
-    message = experiment(split, model_type=common_pb2.MODEL_TYPE_AUTO, n_trials=5)
+    message = experiment(split, model_type=common_pb2.MODEL_TYPE_AUTO, n_trials=5, ensemble_size=1)
     message.model_name = f"auto-{uuid.uuid4().hex[:8]}"
     created = await create(stack, message)
     done = await wait_final(stack, created.name, timeout=150)
@@ -106,6 +106,38 @@ async def test_auto_registers_one_model_of_the_winning_library(
     bundle = await _bundle(stack, done.model_version)
     name = common_pb2.ModelType.Name(winner).removeprefix("MODEL_TYPE_").lower()
     assert bundle.metadata["model_type"] == name  # type: ignore[attr-defined]
+
+
+async def test_auto_registers_a_blend_of_trials_that_beats_the_best_one(
+    stack: Stack, worker: Worker
+) -> None:
+    split = await make_split(stack, "credit_data", 600, test=True)
+    message = experiment(split, model_type=common_pb2.MODEL_TYPE_AUTO, n_trials=6)
+    message.model_name = f"blend-{uuid.uuid4().hex[:8]}"
+    created = await create(stack, message)
+    assert created.study.ensemble_size == 3  # AUTO's default
+    done = await wait_final(stack, created.name, timeout=150)
+    assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+
+    bundle = await _bundle(stack, done.model_version)
+    blend = bundle.metadata["extra"]["blend"]  # type: ignore[attr-defined]
+    # chosen on the trials' validation predictions, and only because it beats the best trial
+    assert blend["validation_value"] > blend["best_single_value"]
+    assert blend["best_single_value"] == pytest.approx(done.best_trial.value)
+    weights = {int(k): w for k, w in blend["weights"].items()}
+    assert 2 <= len(weights) <= 3 and sum(weights.values()) == pytest.approx(1.0)
+    members = bundle.model.members  # type: ignore[attr-defined]
+    assert [m.trial for m in members] == list(weights)
+    assert bundle.metadata["extra"]["ensemble_trials"] == list(weights)  # type: ignore[attr-defined]
+    # the registered validation metric is the blend's; the study's winner stays a library
+    assert done.metrics["roc_auc"] == pytest.approx(blend["validation_value"])
+    assert "test_roc_auc" in done.metrics
+    assert done.summary.best_model_type == done.best_trial.model_type
+    version = await stack.registry.GetModelVersion(
+        registry_pb.GetModelVersionRequest(name=done.model_version), timeout=10
+    )
+    assert version.model_version.model_type == common_pb2.MODEL_TYPE_ENSEMBLE
+    assert [m["trial"] for m in version.model_version.params["members"]] == list(weights)
 
 
 async def test_cross_validation_reports_every_fold(stack: Stack, worker: Worker) -> None:

@@ -29,6 +29,7 @@ def get_trainer(
     model = parse_model_type(model_type)
     kind = parse_task_type(task)
     options: dict[str, Any] = {"metric": metric, "search_space": search_space}
+    _trainable(model)
     match model, kind:
         case ModelType.CATBOOST, TaskType.BINARY | TaskType.MULTICLASS | TaskType.REGRESSION:
             from arbor_ml.trainers.catboost import CatBoostTrainer
@@ -50,7 +51,7 @@ def get_trainer(
 
 def trainer_class(model_type: ModelType | str | None) -> type[Trainer]:
     """The trainer class of a library (for class-level questions such as CUDA support)."""
-    match parse_model_type(model_type):
+    match _trainable(parse_model_type(model_type)):
         case ModelType.CATBOOST:
             from arbor_ml.trainers.catboost import CatBoostTrainer
 
@@ -81,4 +82,17 @@ def model_class(model_type: ModelType | str | None) -> type[TrainedModel]:
             from arbor_ml.trainers.lightgbm import LightGBMModel
 
             return LightGBMModel
+        case ModelType.ENSEMBLE:
+            from arbor_ml.ensemble import EnsembleModel
+
+            return EnsembleModel
     raise InvalidArgument(f"unknown model type {model_type!r}", field="model_type")
+
+
+def _trainable(model: ModelType) -> ModelType:
+    if model is ModelType.ENSEMBLE:
+        raise InvalidArgument(
+            "an ensemble is blended from a study's trials, not trained by one library",
+            field="model_type",
+        )
+    return model

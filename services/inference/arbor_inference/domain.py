@@ -66,7 +66,7 @@ from arbor_inference.inputs import (
 )
 from arbor_inference.resolver import ResolvedVersion, Resolver, Selector
 from arbor_ml import ModelBundle, TaskType, load_bundle
-from arbor_ml.explain import NATIVE_SHAP_METHODS, SHAP_METHOD
+from arbor_ml.explain import ENSEMBLE_SHAP_METHOD, NATIVE_SHAP_METHODS, SHAP_METHOD
 
 log = logging.getLogger("arbor.inference")
 
@@ -385,10 +385,13 @@ def _enable_compiled(bundle: ModelBundle, name: str) -> None:
         if predictor is not None:
             log.info("compiled predictor attached to %s", name, extra={"model_version": name})
 
-    try:
-        enable_compiled(bundle, background=True, on_ready=ready)
-    except Exception:  # an optimisation must never fail a load
-        log.exception("compiled inference unavailable for %s", name)
+    # a blend's LightGBM and XGBoost members are compiled one by one
+    members = getattr(bundle.model, "members", None)
+    for model in [m.model for m in members] if members else [bundle.model]:
+        try:
+            enable_compiled(model, background=True, on_ready=ready)
+        except Exception:  # an optimisation must never fail a load
+            log.exception("compiled inference unavailable for %s", name)
 
 
 def _class_text(value: Any) -> str:
@@ -620,7 +623,10 @@ class Inference:
             explanation = bundle.explain(None)
         method = _method_of(explanation.method)
         fallback = ""
-        if request.method != ExplainMethod.NATIVE and explanation.method != SHAP_METHOD:
+        if request.method != ExplainMethod.NATIVE and explanation.method not in (
+            SHAP_METHOD,
+            ENSEMBLE_SHAP_METHOD,
+        ):
             fallback = (
                 f"shap.TreeExplainer could not explain this model; answered by {explanation.method}"
             )

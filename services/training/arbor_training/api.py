@@ -162,6 +162,7 @@ def experiment_input(e: pb.Experiment) -> ExperimentInput:
         parallelism=s.parallelism,
         max_iterations=s.max_iterations,
         final_fit=s.final_fit,
+        ensemble_size=s.ensemble_size,
         preprocessing=PreprocessingSpec(
             include_columns=tuple(pre.include_columns),
             exclude_columns=tuple(pre.exclude_columns),
@@ -320,6 +321,7 @@ def experiment_to_pb(e: Experiment, best: TrialRecord | None = None) -> pb.Exper
             max_iterations=study.max_iterations,
             cv_folds=study.cv_folds,
             final_fit=study.final_fit,
+            ensemble_size=study.ensemble_size,
         ),
         preprocessing=pb.PreprocessingOptions(
             include_columns=list(spec.preprocessing.include_columns),

@@ -41,7 +41,7 @@ from arbor_core.pagination import (
 from arbor_ml.metrics import METRICS, default_metric, metric_direction, metrics_for_task
 from arbor_ml.search_space import ParamSpec
 from arbor_ml.threshold import parse_threshold_objective
-from arbor_ml.types import Direction, ModelType, TaskType
+from arbor_ml.types import LIBRARIES, Direction, ModelType, TaskType
 
 EVENT_SOURCE = "arbor.training"
 JOB_QUEUE = "training"
@@ -59,6 +59,9 @@ DEFAULT_MAX_ITERATIONS = 1000
 MAX_ITERATIONS = 100_000
 MAX_PARALLELISM = 16
 MAX_CV_FOLDS = 20
+#: StudyConfig.ensemble_size: at most this many trials blended into one model; AUTO's default.
+MAX_ENSEMBLE_SIZE = 8
+DEFAULT_AUTO_ENSEMBLE_SIZE = 3
 #: StudyConfig.final_fit values (arbor_ml.automl.FinalFit).
 FINAL_FITS = ("auto", "all", "train", "trial")
 MAX_LABELS = 64
@@ -166,7 +169,7 @@ def sampler_installed(sampler: Sampler) -> bool:
 
 AUTO = "auto"
 #: Model types an experiment may name: the three libraries, or ``auto`` (search across them).
-EXPERIMENT_MODEL_TYPES = (*(m.value for m in ModelType), AUTO)
+EXPERIMENT_MODEL_TYPES = (*(m.value for m in LIBRARIES), AUTO)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -220,9 +223,11 @@ class StudySpec:
     cv_folds: int = 0  # 0: train/validation; k >= 2: k folds over train + validation
     cv_rule: dict[str, str | None] = field(default_factory=dict)  # arbor_ml.cv.FoldRule
     final_fit: str = "auto"  # arbor_ml.automl.FinalFit
+    ensemble_size: int = 1  # most trials blended into the registered model
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "ensemble_size": self.ensemble_size,
             "cv_folds": self.cv_folds,
             "cv_rule": dict(self.cv_rule),
             "final_fit": self.final_fit,
@@ -258,6 +263,7 @@ class StudySpec:
             cv_folds=int(data.get("cv_folds") or 0),
             cv_rule=dict(data.get("cv_rule") or {}),
             final_fit=str(data.get("final_fit") or "auto"),
+            ensemble_size=int(data.get("ensemble_size") or 1),
         )
 
 
@@ -472,6 +478,7 @@ class ExperimentInput:
     parallelism: int = 0
     max_iterations: int = 0
     final_fit: str = ""
+    ensemble_size: int = 0
     preprocessing: PreprocessingSpec = field(default_factory=PreprocessingSpec)
     numeric_imputation: str = ""  # as sent; "" means unset
     postprocessing: PostprocessingInput | None = None
@@ -521,7 +528,7 @@ class ExperimentSpec:
     def model_types(self) -> list[ModelType]:
         """The libraries the study may train (all three for ``auto``)."""
         if self.model_type == AUTO:
-            return list(ModelType)
+            return list(LIBRARIES)
         return [ModelType(self.model_type)]
 
     def to_dict(self) -> dict[str, Any]:
@@ -701,6 +708,13 @@ def _resolve_task(
 def _resolve_model_type(errors: ErrorCollector, value: str) -> str | None:
     if not value:
         return ModelType.CATBOOST.value
+    if value == ModelType.ENSEMBLE.value:
+        errors.add(
+            "experiment.model_type",
+            "an ensemble is what an AUTO study registers, not a library to train; "
+            "use MODEL_TYPE_AUTO with study.ensemble_size",
+        )
+        return None
     if value not in EXPERIMENT_MODEL_TYPES:
         errors.add("experiment.model_type", f"unknown model type {value!r}")
         return None
@@ -768,6 +782,8 @@ def _resolve_study(
     final_fit = (data.final_fit or "auto").strip().lower()
     if final_fit not in FINAL_FITS:
         errors.add("experiment.study.final_fit", f"must be one of {', '.join(FINAL_FITS)}")
+    if not 0 <= data.ensemble_size <= MAX_ENSEMBLE_SIZE:
+        errors.add("experiment.study.ensemble_size", f"must be in [0, {MAX_ENSEMBLE_SIZE}]")
     if data.threads < 0:
         errors.add("experiment.study.threads", "must not be negative")
     device = (data.device or "cpu").strip().lower()
@@ -797,6 +813,8 @@ def _resolve_study(
         max_iterations=data.max_iterations or DEFAULT_MAX_ITERATIONS,
         cv_folds=data.cv_folds if data.cv_folds > 1 else 0,
         final_fit=final_fit,
+        ensemble_size=data.ensemble_size
+        or (DEFAULT_AUTO_ENSEMBLE_SIZE if model_type == AUTO else 1),
     )
 
 
@@ -805,7 +823,7 @@ def _base_spaces(model_type: str, task: TaskType, spaces: SearchSpaces) -> dict[
     if model_type != AUTO:
         return dict(spaces(ModelType(model_type), task))
     combined: dict[str, ParamSpec] = {}
-    for library in ModelType:
+    for library in LIBRARIES:
         for name, spec in spaces(library, task).items():
             combined[f"{library.value}.{name}"] = spec
     return combined

@@ -65,6 +65,8 @@ from arbor_core.errors import FailedPrecondition
 from arbor_core.events import new_event
 from arbor_ml import metrics as M
 from arbor_ml.automl import (
+    MAX_RESERVE_FRACTION,
+    RESERVE_MARGIN_S,
     RESIZE_PROBE_ROUNDS,
     FinalFit,
     TimeBudget,
@@ -89,8 +91,9 @@ from arbor_ml.bundle import (
 from arbor_ml.cv import FoldRule, make_folds
 from arbor_ml.cv import pool as cv_pool
 from arbor_ml.data import PreparedData, prepare_data
+from arbor_ml.ensemble import Blend, EnsembleModel, ValidationPool, shared_preprocessor
 from arbor_ml.latency import LATENCY_METRIC, importance_rows_within, predict_ms_per_1k_rows
-from arbor_ml.postprocessing import PostprocessingOptions
+from arbor_ml.postprocessing import PostprocessingOptions, inverse_target_transform
 from arbor_ml.preprocessing import PreprocessingOptions
 from arbor_ml.threshold import tune_threshold
 from arbor_ml.trainers import FitResult, FitSettings, Trainer, get_trainer
@@ -742,6 +745,9 @@ class StudyRunner:
         self._kept: dict[str, KeptModel] = {}
         #: Per experiment: seconds to keep for the final fit of the best trial so far.
         self._reserves: dict[str, float] = {}
+        #: Per experiment: validation outputs of the best trials this worker ran, which the
+        #: final fit's blend is chosen from (``StudyConfig.ensemble_size``).
+        self._pools: dict[str, ValidationPool] = {}
         #: Set when the worker stops: the trial loop ends at the next trial boundary.
         self.shutdown = threading.Event()
 
@@ -802,7 +808,7 @@ class StudyRunner:
     def data(self, experiment: Experiment) -> StudyData:
         if experiment.id not in self._data:
             self._data.clear()  # one experiment at a time per worker
-            for kept in (self._kept, self._reserves):
+            for kept in (self._kept, self._reserves, self._pools):
                 for other in [k for k in kept if k != experiment.id]:
                     del kept[other]
             self._data[experiment.id] = StudyData(self.store, experiment.spec)
@@ -907,12 +913,23 @@ class StudyRunner:
         except ValueError:
             return
         estimate = self._final_estimate(experiment.spec, best, data)
+        pool = self._pools.get(experiment.id)
+        most = experiment.spec.study.ensemble_size
+        if pool is not None and most > 1:
+            # Room to refit a blend too, when that stays within what a final fit may take.
+            blend = ESTIMATE_OVERHEAD_S + pool.likely_cost(best.number, most)
+            if blend + RESERVE_MARGIN_S <= clock.total_s * MAX_RESERVE_FRACTION:
+                estimate = max(estimate, blend)
         self._reserves[experiment.id] = estimate
         clock.reserve(estimate)
 
     def _final_estimate(self, spec: ExperimentSpec, best: FrozenTrial, data: StudyData) -> float:
         """Seconds the ``all`` final fit of ``best`` would take (see arbor_ml.automl)."""
-        attrs = best.user_attrs.get(ATTR) or {}
+        return self._estimate(spec, best.user_attrs.get(ATTR) or {}, data)
+
+    @staticmethod
+    def _estimate(spec: ExperimentSpec, attrs: Mapping[str, Any], data: StudyData) -> float:
+        """:meth:`_final_estimate` from a trial's recorded attributes."""
         folds = max(1, len(attrs.get("fold_values") or [0]))
         fit_rows = data.fit_rows()
         refit_rows = data.pooled().height
@@ -948,6 +965,7 @@ class StudyRunner:
         pools = thread_pools(settings.threads, frozenset(trainers))
         cv = spec.study.cv_folds > 0
         maximize = spec.direction is Direction.MAXIMIZE
+        blend = spec.study.ensemble_size > 1
 
         def objective(trial: optuna.Trial) -> float:
             n_trials = spec.study.n_trials
@@ -1028,7 +1046,9 @@ class StudyRunner:
                     raise
                 fit_seconds += time.perf_counter() - fit_started
                 results.append(result)
-                if cv and prepared.x_valid is not None and spec.task_type is TaskType.BINARY:
+                if prepared.x_valid is not None and (
+                    blend or (cv and spec.task_type is TaskType.BINARY)
+                ):
                     outputs.append(result.model.predict_output(prepared.x_valid))
                 if reporter.reason or reporter.budget_stop:
                     break
@@ -1069,6 +1089,11 @@ class StudyRunner:
             self._keep(
                 experiment.id, trial.number, value, library, maximize, results, parts, outputs
             )
+            if blend and len(outputs) == len(parts):
+                cost = self._estimate(spec, attrs, data) - ESTIMATE_OVERHEAD_S
+                self._pool(experiment, parts).add(
+                    trial.number, value, np.concatenate(outputs), library.value, cost
+                )
             return value
 
         return objective
@@ -1098,6 +1123,21 @@ class StudyRunner:
         self._kept[experiment_id] = KeptModel(
             number, value, library, results[-1], prepared, y_valid, output
         )
+
+    def _pool(self, experiment: Experiment, parts: list[PreparedData]) -> ValidationPool:
+        """The experiment's pool of validation outputs, on ``parts``' validation rows."""
+        pool = self._pools.get(experiment.id)
+        if pool is None:
+            spec = experiment.spec
+            weights = [p.w_valid for p in parts]
+            pool = self._pools[experiment.id] = ValidationPool(
+                task=spec.task_type,
+                metric=spec.metric,
+                maximize=spec.direction is Direction.MAXIMIZE,
+                y=np.concatenate([p.y_valid for p in parts]),  # type: ignore[misc]
+                weights=None if any(w is None for w in weights) else np.concatenate(weights),  # type: ignore[arg-type]
+            )
+        return pool
 
     def _recorder(
         self, experiment: Experiment, on_trial: Callable[[TrialRecord], None] | None
@@ -1179,7 +1219,7 @@ class StudyRunner:
                 | _finite_metrics(extra.get("test_metrics") or {}, "test_")
                 | _finite_metrics(extra.get("serving") or {}),
                 params=dict(meta.get("params") or params),
-                model_type=library,
+                model_type=bundle.model_type,
                 training_rows=int(meta.get("training_rows") or 0),
                 reused=True,
                 final_fit=str(extra.get("final_fit") or ""),
@@ -1202,7 +1242,12 @@ class StudyRunner:
         )
         best_iterations = attrs.get("best_iterations") or [attrs.get("best_iteration")]
         ensemble = [best.number]  # the trials averaged into the final model
-        if choice is FinalFit.TRIAL:
+        blend = self._choose_blend(experiment, best, remaining) if choice is FinalFit.ALL else None
+        blended: FitResult | None = None
+        if blend is not None:
+            blended, prepared, blend = self._fit_blend(experiment, data, blend)
+            result, ensemble = blended, blend.members
+        elif choice is FinalFit.TRIAL:
             assert kept is not None
             result, prepared = kept.result, kept.prepared
         else:
@@ -1226,7 +1271,13 @@ class StudyRunner:
             result = trainer.fit_ensemble(prepared, members)
         post = spec.postprocessing
         options = post.ml_options()
-        y_valid, output = self._validation_predictions(kept, result, data, library, choice)
+        y_valid: np.ndarray | None
+        output: np.ndarray | None
+        if blend is not None:
+            pool = self._pools[experiment.id]
+            y_valid, output = pool.y, pool.blended_output(blend.weights)
+        else:
+            y_valid, output = self._validation_predictions(kept, result, data, library, choice)
         tuning: dict[str, Any] | None = None
         if post.threshold_objective and spec.task_type is TaskType.BINARY and output is not None:
             assert y_valid is not None
@@ -1260,6 +1311,7 @@ class StudyRunner:
                 "final_fit": choice.value,
                 "averaged_models": int(result.extra.get("averaged_models", 1)),
                 "ensemble_trials": ensemble,
+                "blend": None if blend is None else blend.to_dict(),
                 "cv_folds": spec.study.cv_folds,
                 "threshold_tuning": tuning,
             },
@@ -1270,6 +1322,13 @@ class StudyRunner:
         validation = dict(attrs.get("metrics") or {})
         if spec.task_type.is_classification and y_valid is not None and output is not None:
             validation = M.evaluate(spec.task_type, y_valid, output, threshold=threshold)
+        elif blend is not None and y_valid is not None and output is not None:
+            transform = prepared.target.transform
+            validation = M.evaluate(
+                spec.task_type,
+                inverse_target_transform(transform, y_valid),
+                inverse_target_transform(transform, output),
+            )
         if choice is FinalFit.TRAIN and not spec.study.cv_folds:
             validation = dict(bundle.metadata.get("metrics") or validation)
         bundle.metadata["metrics"] = {
@@ -1290,7 +1349,7 @@ class StudyRunner:
             "final fit %s of trial %d (%s): %d rounds in %.1fs",
             choice.value,
             best.number,
-            library.value,
+            repr(result.model) if blend is not None else library.value,
             result.iterations,
             time.monotonic() - started,
             extra={"experiment_id": experiment.id, "final_fit": choice.value},
@@ -1300,11 +1359,91 @@ class StudyRunner:
             ref=ref,
             best_trial=best,
             metrics=metrics,
-            params=dict(params),
-            model_type=library,
+            params=dict(params) if blended is None else blended.params,
+            model_type=result.model.model_type,
             training_rows=prepared.train_rows,
             final_fit=choice.value,
             final_iterations=int(bundle.metadata.get("iterations") or result.iterations),
+        )
+
+    def _choose_blend(
+        self, experiment: Experiment, best: FrozenTrial, remaining: float | None
+    ) -> Blend | None:
+        """The blend of trials to register (``arbor_ml.ensemble``), or None for the best
+        trial alone: blending is off, this worker did not run the best trial, or no blend of
+        trials whose refits fit in the time left beats it on validation."""
+        pool = self._pools.get(experiment.id)
+        most = experiment.spec.study.ensemble_size
+        if pool is None or most < 2 or best.number not in pool.outputs:
+            return None
+        budget = math.inf if remaining is None else remaining - FINAL_OVERHEAD_S
+        blend = pool.select(
+            most=most, allowed=lambda members: sum(pool.costs[k] for k in members) <= budget
+        )
+        return blend if len(blend.weights) > 1 else None
+
+    def _fit_blend(
+        self, experiment: Experiment, data: StudyData, blend: Blend
+    ) -> tuple[FitResult, PreparedData, Blend]:
+        """Refit each member of ``blend`` on train + validation and blend them; a member whose
+        refit no longer fits in the time left is dropped (the returned blend says which)."""
+        spec = experiment.spec
+        study = optuna.load_study(study_name=experiment.id, storage=self.storage)
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        trainers = trainers_for(spec)
+        settings = replace(fit_settings(spec), early_stopping_rounds=None)
+        pool = self._pools[experiment.id]
+        clock = self.clock(experiment)
+        started = time.perf_counter()
+        parts: list[tuple[Any, Any, float, int | None]] = []
+        fitted: list[tuple[int, ModelType, dict, PreparedData, FitResult]] = []
+        for number, weight in blend.weights.items():
+            left = clock.remaining()
+            if fitted and left is not None and left < pool.costs[number] + FINAL_OVERHEAD_S:
+                log.warning("blend member trial %d dropped: no time left to refit it", number)
+                continue
+            library, params = trial_params(spec, trials[number])
+            prepared = data.prepared_all(library)
+            rounds = self._refit_rounds(spec, trials[number], data, prepared.train_rows)
+            result = trainers[library].fit(prepared, params, replace(settings, iterations=rounds))
+            parts.append((result.model, prepared.preprocessor, weight, number))
+            fitted.append((number, library, params, prepared, result))
+        shared = shared_preprocessor([pre for _, pre, _, _ in parts])
+        model = EnsembleModel.blend(parts, shared)
+        weights = {m.trial: m.weight for m in model.members if m.trial is not None}
+        blend = Blend(weights, pool.score(pool.blended_margin(weights)), blend.single_value)
+        first = fitted[0][4]
+        members = [
+            {"trial": n, "model_type": lib.value, "weight": weights[n], "params": params}
+            for n, lib, params, _, _ in fitted
+        ]
+        result = FitResult(
+            model=model,
+            params={"members": members},
+            library_params={str(n): r.library_params for n, _, _, _, r in fitted},
+            metric=first.metric,
+            direction=first.direction,
+            score=None,
+            metrics={},
+            best_iteration=None,
+            iterations=sum(r.iterations for *_, r in fitted),
+            stopped_by_callback=False,
+            device=first.device,
+            duration_s=time.perf_counter() - started,
+        )
+        prepared = next(p for _, _, _, p, _ in fitted if p.preprocessor is shared)
+        return result, prepared, blend
+
+    def _refit_rounds(
+        self, spec: ExperimentSpec, trial: FrozenTrial, data: StudyData, refit_rows: int
+    ) -> int:
+        """Rounds for refitting ``trial`` on ``refit_rows`` rows (``refit_iterations``)."""
+        attrs = trial.user_attrs.get(ATTR) or {}
+        return refit_iterations(
+            attrs.get("best_iterations") or [attrs.get("best_iteration")],
+            fit_rows=int(attrs.get("fit_rows") or data.fit_rows()),
+            refit_rows=refit_rows,
+            max_iterations=max_iterations(spec),
         )
 
     def _ensemble(
@@ -1343,13 +1482,7 @@ class StudyRunner:
         members: list[tuple[dict, FitSettings]] = []
         for number in numbers:
             trial = same[number]
-            attrs = trial.user_attrs.get(ATTR) or {}
-            rounds = refit_iterations(
-                attrs.get("best_iterations") or [attrs.get("best_iteration")],
-                fit_rows=int(attrs.get("fit_rows") or data.fit_rows()),
-                refit_rows=refit_rows,
-                max_iterations=max_iterations(spec),
-            )
+            rounds = self._refit_rounds(spec, trial, data, refit_rows)
             members.append((trial_params(spec, trial)[1], replace(settings, iterations=rounds)))
         for extra in range(len(members), most):  # seeds of the best fill the rest
             members.append((params, replace(settings, seed=(settings.seed + extra) % 2**31)))
@@ -1400,7 +1533,8 @@ class StudyRunner:
             ),
             "best_trial_number": best.number,
             "best_value": best.value,
-            "best_model_type": refit.model_type.value,
+            "best_model_type": trial_params(experiment.spec, best)[0].value,
+            "registered_model_type": refit.model_type.value,
             "total_seconds": (now - started).total_seconds(),
             "trials_seconds": max(0.0, (trials_end - started).total_seconds()),
             "final_seconds": max(0.0, (now - trials_end).total_seconds()),

@@ -22,6 +22,7 @@ class ModelType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_TYPE_XGBOOST: _ClassVar[ModelType]
     MODEL_TYPE_LIGHTGBM: _ClassVar[ModelType]
     MODEL_TYPE_AUTO: _ClassVar[ModelType]
+    MODEL_TYPE_ENSEMBLE: _ClassVar[ModelType]
 
 class ModelStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +47,7 @@ MODEL_TYPE_CATBOOST: ModelType
 MODEL_TYPE_XGBOOST: ModelType
 MODEL_TYPE_LIGHTGBM: ModelType
 MODEL_TYPE_AUTO: ModelType
+MODEL_TYPE_ENSEMBLE: ModelType
 MODEL_STAGE_UNSPECIFIED: ModelStage
 MODEL_STAGE_NONE: ModelStage
 MODEL_STAGE_STAGING: ModelStage
