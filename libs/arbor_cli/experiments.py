@@ -185,6 +185,9 @@ def create(
     seed: Annotated[int, typer.Option(help="Sampler and model seed.")] = 0,
     early_stopping_rounds: Annotated[int, typer.Option(help="0: default (50).")] = 0,
     cv_folds: Annotated[int, typer.Option(help="Cross-validation folds (0/1: off).")] = 0,
+    ensemble_size: Annotated[
+        int, typer.Option(help="Most trials blended into the model (0: 3 for auto, else 1).")
+    ] = 0,
     threads: Annotated[int, typer.Option(help="Threads per trial (0: all cores).")] = 0,
     parallelism: Annotated[
         int, typer.Option(help="Workers sharing the study (0: 1, at most 16).")
@@ -229,6 +232,7 @@ def create(
             seed=seed,
             early_stopping_rounds=early_stopping_rounds,
             cv_folds=cv_folds,
+            ensemble_size=ensemble_size,
             threads=threads,
             parallelism=parallelism,
             max_iterations=max_iterations,

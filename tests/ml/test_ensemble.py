@@ -10,7 +10,9 @@ from ml_support import TASKS, features
 from arbor_core.errors import FailedPrecondition, InvalidArgument
 from arbor_ml import build_bundle, get_trainer, load_bundle, metrics
 from arbor_ml.ensemble import (
+    POOL_SIZE,
     EnsembleModel,
+    ValidationPool,
     margin_from_output,
     output_from_margin,
     select_blend,
@@ -210,3 +212,36 @@ def test_margins_and_outputs_are_inverse(task: TaskType) -> None:
     margin = margin[:, 1] if task is TaskType.BINARY else margin
     output = output_from_margin(task, margin)
     np.testing.assert_allclose(output_from_margin(task, margin_from_output(task, output)), output)
+
+
+def test_the_pool_keeps_the_best_trials_and_prices_a_likely_blend() -> None:
+    y = np.zeros(10)
+    pool = ValidationPool(task=TaskType.REGRESSION, metric="rmse", maximize=False, y=y)
+    for trial in range(POOL_SIZE + 4):  # values 0, 1, 2...: lower is better
+        kind = ("catboost", "lightgbm", "xgboost")[trial % 3]
+        pool.add(trial, float(trial), np.full(10, float(trial)), kind, cost=10.0 + trial)
+    assert sorted(pool.values) == list(range(POOL_SIZE))  # the worst four were dropped
+    pool.add(99, 0.5, np.zeros(3), "catboost", 1.0)  # other rows: not comparable
+    pool.add(98, float("nan"), np.zeros(10), "catboost", 1.0)
+    assert 99 not in pool.values and 98 not in pool.values
+    # the best (0, catboost) plus the best of each other library (1, lightgbm; 2, xgboost)
+    assert pool.likely_cost(0, most=3) == 10.0 + 11.0 + 12.0
+    assert pool.likely_cost(0, most=2) == 10.0 + 11.0
+    assert pool.likely_cost(0, most=1) == 10.0
+
+
+def test_the_pool_blends_outputs_as_the_ensemble_does() -> None:
+    y = np.array([0, 1, 1, 0])
+    pool = ValidationPool(task=TaskType.BINARY, metric="log_loss", maximize=False, y=y)
+    a = np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.6, 0.4]])
+    b = np.array([[0.6, 0.4], [0.1, 0.9], [0.2, 0.8], [0.9, 0.1]])
+    pool.add(1, 0.5, a, "catboost", 1.0)
+    pool.add(2, 0.4, b, "lightgbm", 1.0)
+    blended = pool.blended_output({1: 0.5, 2: 0.5})
+    logit = 0.5 * margin_from_output(TaskType.BINARY, a) + 0.5 * margin_from_output(
+        TaskType.BINARY, b
+    )
+    np.testing.assert_allclose(blended[:, 1], 1 / (1 + np.exp(-logit)))
+    assert pool.score(margin_from_output(TaskType.BINARY, blended)) < max(
+        metrics.log_loss(y, a), metrics.log_loss(y, b)
+    )

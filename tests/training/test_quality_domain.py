@@ -56,6 +56,25 @@ def test_final_fit_and_threshold_objectives() -> None:
     } <= set(bad)
 
 
+def test_auto_blends_three_trials_by_default_and_a_library_one() -> None:
+    def study(**changes: object) -> object:
+        return validate_experiment(
+            ExperimentInput(split="splits/s1", **changes), binary_split(), search_spaces
+        ).study
+
+    assert study(model_type="auto").ensemble_size == 3
+    assert study(model_type="lightgbm").ensemble_size == 1
+    assert study(model_type="auto", ensemble_size=1).ensemble_size == 1
+    assert study(model_type="xgboost", ensemble_size=4).to_dict()["ensemble_size"] == 4
+    assert set(invalid(ExperimentInput(split="splits/s1", ensemble_size=9))) == {
+        "experiment.study.ensemble_size"
+    }
+    # an ensemble is what a study registers, never what it trains
+    assert set(invalid(ExperimentInput(split="splits/s1", model_type="ensemble"))) == {
+        "experiment.model_type"
+    }
+
+
 def test_class_weight_can_be_overridden_for_classification() -> None:
     from arbor_training.domain import ParamRangeInput
 

@@ -1376,7 +1376,8 @@ class StudyRunner:
         most = experiment.spec.study.ensemble_size
         if pool is None or most < 2 or best.number not in pool.outputs:
             return None
-        budget = math.inf if remaining is None else remaining - FINAL_OVERHEAD_S
+        # the packaging once, as the reserve has it (the SHAP ranking is sized to what is left)
+        budget = math.inf if remaining is None else remaining - ESTIMATE_OVERHEAD_S
         blend = pool.select(
             most=most, allowed=lambda members: sum(pool.costs[k] for k in members) <= budget
         )
@@ -1399,7 +1400,7 @@ class StudyRunner:
         fitted: list[tuple[int, ModelType, dict, PreparedData, FitResult]] = []
         for number, weight in blend.weights.items():
             left = clock.remaining()
-            if fitted and left is not None and left < pool.costs[number] + FINAL_OVERHEAD_S:
+            if fitted and left is not None and left < pool.costs[number] + ESTIMATE_OVERHEAD_S:
                 log.warning("blend member trial %d dropped: no time left to refit it", number)
                 continue
             library, params = trial_params(spec, trials[number])
