@@ -13,6 +13,7 @@ import pytest
 from arbor_core.errors import InvalidArgument
 from arbor_ml import FitSettings, get_trainer, prepare_data
 from arbor_ml.automl import (
+    DEEP_PORTFOLIO_ROWS,
     LARGE_DATA_ROWS,
     MIN_RESIZED_ROUNDS,
     MODEL_TYPE_PARAM,
@@ -271,3 +272,14 @@ def test_catboost_averages_seeds_into_one_model(tmp_path) -> None:  # type: igno
     assert averaged_models(None, 5.0) == 3
     assert averaged_models(12.0, 5.0, overhead_s=2.0) == 2
     assert averaged_models(3.0, 5.0, overhead_s=2.0) == 1
+
+
+def test_from_ten_thousand_rows_xgboost_also_tries_deep_trees() -> None:
+    trainers = {m: get_trainer(m, "regression") for m in LIBRARIES}
+
+    def depths(rows: int) -> list[int]:
+        fixed = warm_start(trainers, train_rows=rows, auto=True)
+        return [t["xgboost.max_depth"] for t in fixed if t[MODEL_TYPE_PARAM] == "xgboost"]
+
+    assert depths(DEEP_PORTFOLIO_ROWS - 1) == [6, 6]  # the defaults, the portfolio
+    assert depths(DEEP_PORTFOLIO_ROWS) == [6, 6, 8]

@@ -1535,7 +1535,6 @@ class StudyRunner:
             "best_trial_number": best.number,
             "best_value": best.value,
             "best_model_type": trial_params(experiment.spec, best)[0].value,
-            "registered_model_type": refit.model_type.value,
             "total_seconds": (now - started).total_seconds(),
             "trials_seconds": max(0.0, (trials_end - started).total_seconds()),
             "final_seconds": max(0.0, (now - trials_end).total_seconds()),
