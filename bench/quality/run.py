@@ -137,6 +137,62 @@ def holdout_score(entry: dict[str, Any], bundle: Any, holdout: pl.DataFrame) -> 
     return M.log_loss(y, proba)
 
 
+def member_scores(
+    entry: dict[str, Any], bundle: Any, holdout: pl.DataFrame
+) -> list[dict[str, Any]]:
+    """Each member of a blend scored alone on the holdout (what the blend adds to them)."""
+    from arbor_ml.bundle import ModelBundle
+    from arbor_ml.ensemble import EnsembleModel
+
+    blend = bundle.model
+    scores = []
+    for member in blend.members:
+        alone = EnsembleModel(
+            [member],
+            task=blend.task,
+            feature_names=blend.feature_names,
+            categorical_features=blend.categorical_features,
+            n_classes=blend.n_classes,
+        )
+        solo = ModelBundle(
+            model=alone,
+            preprocessor=bundle.preprocessor,
+            postprocessor=bundle.postprocessor,
+            signature=bundle.signature,
+            metadata=bundle.metadata,
+        )
+        scores.append(
+            {
+                "trial": member.trial,
+                "model_type": member.model.model_type.value,
+                "weight": round(member.weight, 4),
+                "holdout": holdout_score(entry, solo, holdout),
+            }
+        )
+    return scores
+
+
+async def best_by_library(s: dict[str, Any], experiment: str) -> dict[str, float]:
+    """The best validation value each library reached (the leaderboard's top per library)."""
+    from arbor.common.v1 import common_pb2
+    from arbor.training.v1 import training_service_pb2 as pb
+
+    board = await s["training"].ListTrials(
+        pb.ListTrialsRequest(
+            parent=experiment,
+            state_filter=pb.TRIAL_STATE_COMPLETE,
+            order_by="value",
+            page_size=1000,
+        ),
+        timeout=30,
+    )
+    best: dict[str, float] = {}
+    for trial in board.trials:
+        name = common_pb2.ModelType.Name(trial.model_type).removeprefix("MODEL_TYPE_").lower()
+        best.setdefault(name, trial.value)
+    return best
+
+
 def verdict(name: str, metric: str, score: float) -> tuple[str, str, float]:
     """(best anchor, "at/above" | "within 1%" | "worse", relative gap to it)."""
     anchors = ANCHORS[name]
@@ -312,6 +368,7 @@ async def run_dataset(s: dict[str, Any], name: str, args: argparse.Namespace) ->
         if time.monotonic() - started > args.budget * 4 + 300:
             raise SystemExit(f"{name}: experiment did not finish")
         await asyncio.sleep(0.5)
+    members: list[dict[str, Any]] = []
     if experiment.state != pb.EXPERIMENT_STATE_SUCCEEDED:
         print(f"{name}: {pb.ExperimentState.Name(experiment.state)} {experiment.error_message}")
         score = math.nan
@@ -330,6 +387,7 @@ async def run_dataset(s: dict[str, Any], name: str, args: argparse.Namespace) ->
             library = " + ".join(
                 f"{m.model.model_type.value} {m.weight:.2f}" for m in bundle.model.members
             )
+            members = member_scores(entry, bundle, holdout)
     failed = await s["training"].ListTrials(
         pb.ListTrialsRequest(
             parent=experiment.name, state_filter=pb.TRIAL_STATE_FAILED, page_size=100
@@ -365,6 +423,8 @@ async def run_dataset(s: dict[str, Any], name: str, args: argparse.Namespace) ->
         "best_trial": experiment.best_trial.number,
         "best_params": json_format.MessageToDict(experiment.best_trial.params),
         "final_iterations": summary.final_iterations,
+        "blend_members": members,
+        "best_validation_by_library": await best_by_library(s, experiment.name),
     }
 
 
