@@ -499,9 +499,28 @@ def _blocking_parts(header: str, main_c: str) -> tuple[list[str], list[str]]:
     return units, lines
 
 
+@ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+def _tl2cgen_message(message: bytes) -> None:
+    log.debug("tl2cgen: %s", message.decode("utf-8", "replace").strip())
+
+
+def _route_tl2cgen_logs() -> None:
+    """Send TL2cgen's native log lines to this module's logger: its own callback prints them
+    on stdout, which a background compile would write into whatever the process is printing
+    (a command-line tool's CSV output, say)."""
+    from tl2cgen import libloader
+
+    lib = libloader._LIB
+    if lib is not None and getattr(lib, "log_callback", None) is not _tl2cgen_message:
+        lib.log_callback = _tl2cgen_message  # kept referenced: the library calls it later
+        lib.TL2cgenRegisterLogCallback(lib.log_callback)
+
+
 def _build(model: TrainedModel, sha256: str, target: Path) -> float:
     """Generate C, compile, link to ``target`` (atomically). Returns the seconds taken."""
     import tl2cgen
+
+    _route_tl2cgen_logs()
 
     started = time.perf_counter()
     tl_model = _treelite_model(model)
