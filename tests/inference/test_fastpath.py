@@ -30,6 +30,9 @@ from arbor_inference.fastpath import OBLIVIOUS_TREE_ROWS
 from arbor_inference.inputs import Table
 from arbor_inference.resolver import ResolvedVersion
 from arbor_ml import ModelBundle
+from arbor_ml.ensemble import blend_bundles
+
+LIBRARIES = ("catboost", "lightgbm", "xgboost")
 
 
 def loaded(bundle: ModelBundle, tmp_path: Path, *, compiled: bool = False) -> LoadedModel:
@@ -91,6 +94,49 @@ def test_categorical_model_replays_small_batches_only(
     table = Table.from_frame(frame, model.spec)
     np.testing.assert_array_equal(model.fast.predict_raw(table), bundle.predict_raw(frame))
     np.testing.assert_array_equal(model.predict_raw(table, 8), bundle.predict_raw(frame))
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_a_blend_replays_its_members_margins(task: str, tmp_path: Path) -> None:
+    """CatBoost (category strings), LightGBM and XGBoost (codes): the replay gives the Polars
+    path's numbers, unseen and missing categories included."""
+    bundle = blend_bundles(
+        [train_bundle(library, task, iterations=10, rows=200) for library in LIBRARIES],
+        [0.5, 0.3, 0.2],
+    )
+    model = loaded(bundle, tmp_path)
+    assert model.fast is not None
+    frame = (
+        make_frame(40, 5, task)
+        .drop("y")
+        .with_columns(pl.Series("color", ["red", None, "purple", "green"] * 10))
+    )
+    table = Table.from_frame(frame, model.spec)
+    np.testing.assert_allclose(
+        model.fast.predict_raw(table), bundle.predict_raw(frame), rtol=1e-9, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_a_numeric_blends_catboost_member_answers_small_batches_in_numpy(
+    task: str, tmp_path: Path
+) -> None:
+    members = [
+        numeric_bundle(library, task, features=6, trees=15, rows=400) for library in LIBRARIES
+    ]
+    bundle = blend_bundles([b for b, _ in members], [0.4, 0.4, 0.2])
+    frame = members[0][1]
+    model = loaded(bundle, tmp_path, compiled=True)
+    assert model.fast is not None
+    catboost = model.fast.member_slots[0].oblivious
+    assert catboost is not None and model.fast.member_slots[1].oblivious is None
+    calls = catboost.calls
+    for rows in (1, 5):  # compiled LightGBM and XGBoost may attach meanwhile: 1e-6 apart
+        table = Table.from_frame(frame[:rows], model.spec)
+        np.testing.assert_allclose(
+            model.predict_raw(table, 64), bundle.predict_raw(frame[:rows]), rtol=1e-6, atol=1e-7
+        )
+    assert catboost.calls == calls + 2
 
 
 @pytest.mark.parametrize("library", ["lightgbm", "xgboost"])

@@ -210,6 +210,10 @@ def test_early_stopping_seed_and_callback(binary_data, model_type: str) -> None:
     assert stopped.stopped_by_callback
     assert len(seen) == 3 and stopped.iterations <= 4
     assert all(0 < value < 1 for _, value in seen)  # log loss values
+    # Stopped at the very first round (the time budget, say): a one-round model, not an error.
+    first_round = trainer.fit(data, fast_lr, settings, on_iteration=lambda step, value: True)
+    assert first_round.stopped_by_callback and first_round.iterations <= 2
+    assert first_round.best_iteration in (0, 1)
 
 
 @pytest.mark.parametrize("model_type", ["catboost", "xgboost", "lightgbm"])

@@ -240,7 +240,10 @@ class XGBoostTrainer(Trainer):
         trained = booster.num_boosted_rounds()
         best: int | None = None
         if has_valid and settings.early_stopping_rounds:
-            best = int(booster.best_iteration)
+            # Unset when the reporter stopped the fit before early stopping saw a round (the
+            # time budget or the pruner at round one): the rounds trained are all there is.
+            recorded = booster.attr("best_iteration")
+            best = int(recorded) if recorded is not None else max(trained - 1, 0)
             if best + 1 < trained:
                 booster = booster[: best + 1]
         if device is Device.CUDA:

@@ -15,6 +15,12 @@ built): ``CatBoost.predict`` has ~0.3 ms of fixed cost per call, the arrays ~0.0
 row; from about 64 rows (300 trees) CatBoost's own evaluation is faster, so larger batches
 use it.
 
+A blend (``arbor_ml.ensemble``) replays the same way: each member is called natively for its
+margin (compiled LightGBM/XGBoost, a CatBoost member's own numpy predictor for small batches
+of numeric data), the margins weighted as ``EnsembleModel.predict_margin`` weights them: one
+row of a three-library blend of 300-tree models in about 60 µs, against about 1.6 ms through
+Polars.
+
 The replay covers numeric, boolean and categorical columns (datetime parts fall back to
 Polars) and the three libraries. A model without categorical columns can use it for batches
 of any size (pure numpy, no per-row Python); with categoricals only small batches do, since
@@ -28,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -85,20 +91,20 @@ class FastPath:
         self.numeric_only = not self._categorical
         #: the features are exactly the input columns, in order: a decoded matrix is used as is
         self._direct = self.numeric_only and [n for n, _ in self._numeric] == spec.names
+        #: small CatBoost batches may use ``arbor_ml.oblivious`` (numeric features only)
+        self.allow_oblivious = oblivious and self.numeric_only
         #: ``arbor_ml.oblivious`` predictor for small CatBoost batches (None: CatBoost's own)
         self.oblivious: Any = None
-        if oblivious and bundle.model.library == "catboost" and self.numeric_only:
-            from arbor_ml.oblivious import build_checked
-
-            self.oblivious = build_checked(
+        #: batches up to this many rows use ``self.oblivious`` (54 for 300 trees)
+        self.oblivious_max_rows = 0
+        #: a blend's members' own (``_blend``)
+        self.member_slots: list[_ObliviousSlot] = []
+        if self.allow_oblivious and bundle.model.library == "catboost":
+            self.oblivious, self.oblivious_max_rows = _oblivious_for(
                 bundle.model.native,
                 bundle.model.output_prediction_type,  # type: ignore[attr-defined]
             )
-        #: batches up to this many rows use ``self.oblivious`` (54 for 300 trees)
-        self.oblivious_max_rows = (
-            max(1, OBLIVIOUS_TREE_ROWS // self.oblivious.n_trees) if self.oblivious else 0
-        )
-        self._predict = _native_predictor(bundle, self)
+        self._predict = _predictor(bundle, self)
         self.n_features = len(pre.feature_names)
 
     @classmethod
@@ -204,14 +210,84 @@ def _category_encoder(column: PreSpec, pre: Any, codes: bool) -> Callable[[list[
 Predictor = Callable[[np.ndarray, list[list[Any]], int, int], np.ndarray]
 
 
-def _native_predictor(bundle: ModelBundle, fast: FastPath) -> Predictor:
+def _predictor(bundle: ModelBundle, fast: FastPath) -> Predictor:
+    members = getattr(bundle.model, "members", None)  # arbor_ml.ensemble.EnsembleModel
+    return _native_predictor(bundle.model, fast) if members is None else _blend(bundle, fast)
+
+
+def _oblivious_for(native: Any, prediction_type: str) -> tuple[Any, int]:
+    """A CatBoost model's checked numpy predictor and the batch size up to which it is
+    faster than CatBoost's own predict; (None, 0) when it cannot replicate the model."""
+    from arbor_ml.oblivious import build_checked
+
+    predictor = build_checked(native, prediction_type)
+    if predictor is None:
+        return None, 0
+    return predictor, max(1, OBLIVIOUS_TREE_ROWS // predictor.n_trees)
+
+
+@dataclass
+class _ObliviousSlot:
+    """Where a predictor finds its model's numpy predictor (a blend member's own; a single
+    model's is its :class:`FastPath`): dropped on its first failure."""
+
+    oblivious: Any = None
+    oblivious_max_rows: int = 0
+
+
+def _blend(bundle: ModelBundle, fast: FastPath) -> Predictor:
+    """A blend's members called natively for their margins, weighted as
+    ``EnsembleModel.predict_margin`` weights them; a CatBoost member trained on category
+    strings gets them back from the codes."""
+    from arbor_ml.ensemble import output_from_margin
+
     model = bundle.model
+    parts = []
+    for member in model.members:  # type: ignore[attr-defined]
+        strings = None
+        if member.categories:
+            strings = [list(member.categories[name]) for name in model.categorical_features]
+        slot = _ObliviousSlot()
+        if fast.allow_oblivious and member.model.library == "catboost":
+            slot.oblivious, slot.oblivious_max_rows = _oblivious_for(
+                member.model.native, "RawFormulaVal"
+            )
+        fast.member_slots.append(slot)
+        parts.append((member.weight, _native_predictor(member.model, slot, margin=True), strings))
+    task = model.task
+
+    def predict_blend(
+        numeric: np.ndarray, categorical: list[list[Any]], n: int, threads: int
+    ) -> np.ndarray:
+        total: np.ndarray | None = None
+        for weight, predict, strings in parts:
+            member_categorical = categorical
+            if strings is not None:
+                member_categorical = [
+                    [names[code] for code in codes]
+                    for codes, names in zip(categorical, strings, strict=True)
+                ]
+            part = weight * predict(numeric, member_categorical, n, threads)
+            total = part if total is None else total + part
+        assert total is not None
+        return output_from_margin(task, total)
+
+    return predict_blend
+
+
+def _native_predictor(
+    model: Any, fast: FastPath | _ObliviousSlot, *, margin: bool = False
+) -> Predictor:
+    """The library's (or compiled) predict of ``model``: outputs, or margins (``margin``);
+    ``fast.oblivious`` answers small CatBoost batches (built for the same output)."""
     task = model.task
     library = model.library
     native = model.native
 
     def shape(out: np.ndarray, n: int) -> np.ndarray:
         out = np.asarray(out, dtype=np.float64)
+        if margin:
+            return out.reshape(n, -1) if task is TaskType.MULTICLASS else out.reshape(-1)
         if task is TaskType.BINARY and (out.ndim == 1 or out.shape[-1] == 1):
             p1 = out.reshape(-1)
             both = np.empty((p1.shape[0], 2))  # column_stack's Python costs more at 1 row
@@ -249,8 +325,10 @@ def _native_predictor(bundle: ModelBundle, fast: FastPath) -> Predictor:
             x = stacked(numeric, categorical, np.float32)  # what XGBoostModel.matrix gives
             compiled = model.compiled  # attached by arbor_ml.compiled, possibly later
             if compiled is not None and n < XGBOOST_LIBRARY_ROWS:
-                return shape(compiled.predict(x, threads=threads), n)
-            return shape(booster(1 if n <= SMALL_BATCH else threads).inplace_predict(x), n)
+                return shape(compiled.predict(x, threads=threads, margin=margin), n)
+            booster_n = booster(1 if n <= SMALL_BATCH else threads)
+            kind = "margin" if margin else "value"
+            return shape(booster_n.inplace_predict(x, predict_type=kind), n)
 
         return predict_xgb
 
@@ -262,8 +340,9 @@ def _native_predictor(bundle: ModelBundle, fast: FastPath) -> Predictor:
             x = stacked(numeric, categorical, np.float64)
             compiled = model.compiled
             if compiled is not None:
-                return shape(compiled.predict(x, threads=threads), n)
-            return shape(native.predict(x, num_threads=1 if n <= SMALL_BATCH else threads), n)
+                return shape(compiled.predict(x, threads=threads, margin=margin), n)
+            count = 1 if n <= SMALL_BATCH else threads
+            return shape(native.predict(x, num_threads=count, raw_score=margin), n)
 
         return predict_lgb
 
@@ -272,7 +351,7 @@ def _native_predictor(bundle: ModelBundle, fast: FastPath) -> Predictor:
 
         names = list(model.feature_names)
         n_numeric = model.n_numeric
-        prediction_type = model.output_prediction_type  # type: ignore[attr-defined]
+        prediction_type = "RawFormulaVal" if margin else model.output_prediction_type
 
         def predict_cb(
             numeric: np.ndarray, categorical: list[list[Any]], n: int, threads: int
