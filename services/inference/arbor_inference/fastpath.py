@@ -18,8 +18,8 @@ use it.
 A blend (``arbor_ml.ensemble``) replays the same way: each member is called natively for its
 margin (compiled LightGBM/XGBoost, a CatBoost member's own numpy predictor for small batches
 of numeric data), the margins weighted as ``EnsembleModel.predict_margin`` weights them: one
-row of a three-library blend of 300-tree models in about 60 µs, against about 1.6 ms through
-Polars.
+row of a three-library blend of 300-tree models in 45 µs, against 1.28 ms through Polars
+(``bench/bench_blend.py``).
 
 The replay covers numeric, boolean and categorical columns (datetime parts fall back to
 Polars) and the three libraries. A model without categorical columns can use it for batches
