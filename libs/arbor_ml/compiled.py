@@ -512,7 +512,7 @@ def _route_tl2cgen_logs() -> None:
 
     lib = libloader._LIB
     if lib is not None and getattr(lib, "log_callback", None) is not _tl2cgen_message:
-        lib.log_callback = _tl2cgen_message  # kept referenced: the library calls it later
+        lib.log_callback = _tl2cgen_message  # type: ignore[attr-defined]  # kept: called later
         lib.TL2cgenRegisterLogCallback(lib.log_callback)
 
 

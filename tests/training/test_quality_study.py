@@ -6,28 +6,26 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from training_support import Stack, create, experiment, make_split, trials, wait_final
+from training_support import (
+    Stack,
+    create,
+    experiment,
+    make_split,
+    registered_bundle,
+    trials,
+    wait_final,
+)
 
 from arbor.common.v1 import common_pb2
 from arbor.registry.v1 import registry_service_pb2 as registry_pb
 from arbor.split.v1 import split_service_pb2 as split_pb
 from arbor.training.v1 import training_service_pb2 as pb
-from arbor_core.artifacts import open_store
-from arbor_ml import FitSettings, get_trainer, load_bundle
+from arbor_ml import FitSettings, get_trainer
 from arbor_ml.automl import ENSEMBLE_TOLERANCE, warm_start
 from arbor_ml.types import ModelType
 from arbor_training.worker import Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-async def _bundle(stack: Stack, model_version: str) -> object:
-    response = await stack.registry.GetModelVersion(
-        registry_pb.GetModelVersionRequest(name=model_version), timeout=10
-    )
-    store = open_store(str(stack.artifacts))
-    prefix = response.model_version.artifact_uri.split(str(stack.artifacts), 1)[1].strip("/")
-    return load_bundle(store, prefix + "/")
 
 
 async def test_defaults_first_leaderboard_and_summary(stack: Stack, worker: Worker) -> None:
@@ -76,7 +74,7 @@ async def test_defaults_first_leaderboard_and_summary(stack: Stack, worker: Work
 
     # The final model averages the best trial with the near-best ones of its library (then
     # seeds of the best): never a trial clearly worse on validation.
-    bundle = await _bundle(stack, done.model_version)
+    bundle = await registered_bundle(stack, done.model_version)
     extra = bundle.metadata["extra"]  # type: ignore[attr-defined]
     members = extra["ensemble_trials"]
     assert members[0] == done.best_trial.number
@@ -103,7 +101,7 @@ async def test_auto_registers_one_model_of_the_winning_library(
     )
     assert len(response.versions) == 1  # one registered model for the whole study
     assert response.versions[0].model_type == winner
-    bundle = await _bundle(stack, done.model_version)
+    bundle = await registered_bundle(stack, done.model_version)
     name = common_pb2.ModelType.Name(winner).removeprefix("MODEL_TYPE_").lower()
     assert bundle.metadata["model_type"] == name  # type: ignore[attr-defined]
 
@@ -119,7 +117,7 @@ async def test_auto_registers_a_blend_of_trials_that_beats_the_best_one(
     done = await wait_final(stack, created.name, timeout=150)
     assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
 
-    bundle = await _bundle(stack, done.model_version)
+    bundle = await registered_bundle(stack, done.model_version)
     blend = bundle.metadata["extra"]["blend"]  # type: ignore[attr-defined]
     # chosen on the trials' validation predictions, and only because it beats the best trial
     assert blend["validation_value"] > blend["best_single_value"]
@@ -163,7 +161,7 @@ async def test_threshold_is_tuned_on_validation_and_stored(stack: Stack, worker:
     created = await create(stack, message)
     done = await wait_final(stack, created.name, timeout=120)
     assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
-    bundle = await _bundle(stack, done.model_version)
+    bundle = await registered_bundle(stack, done.model_version)
     tuning = bundle.metadata["extra"]["threshold_tuning"]  # type: ignore[attr-defined]
     assert tuning["objective"] == "f1"
     assert tuning["value"] > tuning["value_at_0.5"]  # better F1 on validation than at 0.5

@@ -15,6 +15,7 @@ from training_support import (
     create,
     experiment,
     make_split,
+    registered_bundle,
     trials,
     wait_final,
     wait_for,
@@ -106,7 +107,7 @@ async def test_two_workers_share_one_study(
     a = spawn_worker("worker-a")
     b = spawn_worker("worker-b")
     await asyncio.gather(a.ready(), b.ready())  # both subscribed before the jobs arrive
-    created = await create(stack, slow_trials(split, 6, parallelism=2))
+    created = await create(stack, slow_trials(split, 6, parallelism=2, ensemble_size=3))
     assert created.study.parallelism == 2
     done = await wait_final(stack, created.name, timeout=120)
     assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, (done.error_message, a.log(), b.log())
@@ -115,3 +116,9 @@ async def test_two_workers_share_one_study(
     workers = recorded_by_worker(stack, created.name)
     pids = {w.split(":")[1] for w in workers.values()}
     assert pids == {str(a.process.pid), str(b.process.pid)}, workers
+    # The finalizing worker chose its blend from every trial, the other worker's too (their
+    # validation outputs went through the artifact store), then removed those files.
+    bundle = await registered_bundle(stack, done.model_version)
+    assert bundle.metadata["extra"]["blend_candidates"] == 6
+    leftovers = [p for p in stack.artifacts.rglob("*") if "validation-outputs" in str(p)]
+    assert [p for p in leftovers if p.is_file()] == []

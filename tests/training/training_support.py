@@ -14,6 +14,7 @@ import polars as pl
 from google.protobuf import duration_pb2
 
 from arbor.common.v1 import common_pb2
+from arbor.registry.v1 import registry_service_pb2 as registry_pb
 from arbor.registry.v1 import registry_service_pb2_grpc
 from arbor.split.v1 import split_service_pb2 as split_pb
 from arbor.split.v1 import split_service_pb2_grpc
@@ -156,3 +157,16 @@ async def trials(stack: Stack, name: str, **kwargs: Any) -> list[pb.Trial]:
         pb.ListTrialsRequest(parent=name, page_size=1000, **kwargs), timeout=10
     )
     return list(response.trials)
+
+
+async def registered_bundle(stack: Stack, model_version: str) -> Any:
+    """The bundle a registered model version points at, loaded from the stack's store."""
+    from arbor_core.artifacts import open_store
+    from arbor_ml import load_bundle
+
+    response = await stack.registry.GetModelVersion(
+        registry_pb.GetModelVersionRequest(name=model_version), timeout=10
+    )
+    store = open_store(str(stack.artifacts))
+    prefix = response.model_version.artifact_uri.split(str(stack.artifacts), 1)[1].strip("/")
+    return load_bundle(store, prefix + "/")

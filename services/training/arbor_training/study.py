@@ -91,7 +91,13 @@ from arbor_ml.bundle import (
 from arbor_ml.cv import FoldRule, make_folds
 from arbor_ml.cv import pool as cv_pool
 from arbor_ml.data import PreparedData, prepare_data
-from arbor_ml.ensemble import Blend, EnsembleModel, ValidationPool, shared_preprocessor
+from arbor_ml.ensemble import (
+    POOL_SIZE,
+    Blend,
+    EnsembleModel,
+    ValidationPool,
+    shared_preprocessor,
+)
 from arbor_ml.latency import LATENCY_METRIC, importance_rows_within, predict_ms_per_1k_rows
 from arbor_ml.postprocessing import PostprocessingOptions, inverse_target_transform
 from arbor_ml.preprocessing import PreprocessingOptions
@@ -120,6 +126,8 @@ log = logging.getLogger("arbor.training.study")
 ATTR = "arbor"
 MODEL_TYPE_PARAM = "model_type"
 SEED_MODULUS = 2**31
+#: Folder (under the experiment's prefix) of a parallel study's trial validation outputs.
+VALIDATION_OUTPUTS = "validation-outputs/"
 #: At most this many seconds of a timed study go to the bundle's global SHAP ranking.
 IMPORTANCE_SECONDS = 5.0
 #: The fixed part of ``estimate_final_seconds`` (packaging), and what the final fit may
@@ -702,6 +710,13 @@ class RefitResult:
     final_iterations: int = 0
 
 
+def validation_key(experiment: Experiment, number: int) -> str:
+    """Where a trial of a parallel study leaves its validation outputs (``.npy``) for the
+    finalizing worker's blend; removed once the model is saved."""
+    base = bundle_prefix_for(experiment.spec, experiment.id)
+    return f"{base}{VALIDATION_OUTPUTS}trial-{number:05d}.npy"
+
+
 def bundle_prefix_for(spec: ExperimentSpec, experiment_id: str, finalizer: str = "") -> str:
     """One prefix per experiment and finalizer (the lease holder's worker id).
 
@@ -748,6 +763,8 @@ class StudyRunner:
         #: Per experiment: validation outputs of the best trials this worker ran, which the
         #: final fit's blend is chosen from (``StudyConfig.ensemble_size``).
         self._pools: dict[str, ValidationPool] = {}
+        #: Per experiment: how many trials the final fit's blend was chosen from.
+        self._candidates: dict[str, int] = {}
         #: Set when the worker stops: the trial loop ends at the next trial boundary.
         self.shutdown = threading.Event()
 
@@ -808,7 +825,7 @@ class StudyRunner:
     def data(self, experiment: Experiment) -> StudyData:
         if experiment.id not in self._data:
             self._data.clear()  # one experiment at a time per worker
-            for kept in (self._kept, self._reserves, self._pools):
+            for kept in (self._kept, self._reserves, self._pools, self._candidates):
                 for other in [k for k in kept if k != experiment.id]:
                     del kept[other]
             self._data[experiment.id] = StudyData(self.store, experiment.spec)
@@ -1091,9 +1108,10 @@ class StudyRunner:
             )
             if blend and len(outputs) == len(parts):
                 cost = self._estimate(spec, attrs, data) - ESTIMATE_OVERHEAD_S
-                self._pool(experiment, parts).add(
-                    trial.number, value, np.concatenate(outputs), library.value, cost
-                )
+                output = np.concatenate(outputs)
+                self._pool(experiment, parts).add(trial.number, value, output, library.value, cost)
+                if spec.study.parallelism > 1:  # for whichever worker finalizes
+                    self._share_output(experiment, trial.number, output)
             return value
 
         return objective
@@ -1123,6 +1141,49 @@ class StudyRunner:
         self._kept[experiment_id] = KeptModel(
             number, value, library, results[-1], prepared, y_valid, output
         )
+
+    def _share_output(self, experiment: Experiment, number: int, output: np.ndarray) -> None:
+        """Store a trial's validation outputs where the finalizing worker reads them."""
+        buffer = io.BytesIO()
+        np.save(buffer, output, allow_pickle=False)
+        key = validation_key(experiment, number)
+        try:
+            self.store.put_bytes(key, buffer.getvalue(), "application/octet-stream")
+        except Exception as exc:  # a lost blend candidate, not a failed trial
+            log.warning("could not store %s: %s", key, exc)
+
+    def _drop_shared_outputs(self, experiment: Experiment) -> None:
+        prefix = bundle_prefix_for(experiment.spec, experiment.id) + VALIDATION_OUTPUTS
+        try:
+            self.store.delete_prefix(prefix)
+        except Exception as exc:  # garbage left behind, nothing worse
+            log.warning("could not remove %s: %s", prefix, exc)
+
+    def _gather_outputs(self, experiment: Experiment, data: StudyData) -> ValidationPool:
+        """This worker's pool plus the best trials other workers ran (parallel studies), read
+        from the artifact store: every worker's trials can join the blend."""
+        spec = experiment.spec
+        pool = self._pool(experiment, data.trial_parts(spec.model_types[0]))
+        study = optuna.load_study(study_name=experiment.id, storage=self.storage)
+        others = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(OptunaTrialState.COMPLETE,))
+            if t.number not in pool.outputs and t.value is not None
+        ]
+        others.sort(key=lambda t: float(t.value), reverse=pool.maximize)  # type: ignore[arg-type]
+        for trial in others[:POOL_SIZE]:
+            key = validation_key(experiment, trial.number)
+            try:
+                if not self.store.exists(key):
+                    continue
+                output = np.load(io.BytesIO(self.store.get_bytes(key)), allow_pickle=False)
+            except Exception as exc:
+                log.warning("could not read %s: %s", key, exc)
+                continue
+            library = trial_params(spec, trial)[0]
+            cost = self._final_estimate(spec, trial, data) - ESTIMATE_OVERHEAD_S
+            pool.add(trial.number, float(trial.value), output, library.value, cost)  # type: ignore[arg-type]
+        return pool
 
     def _pool(self, experiment: Experiment, parts: list[PreparedData]) -> ValidationPool:
         """The experiment's pool of validation outputs, on ``parts``' validation rows."""
@@ -1312,6 +1373,7 @@ class StudyRunner:
                 "averaged_models": int(result.extra.get("averaged_models", 1)),
                 "ensemble_trials": ensemble,
                 "blend": None if blend is None else blend.to_dict(),
+                "blend_candidates": self._candidates.get(experiment.id),
                 "cv_folds": spec.study.cv_folds,
                 "threshold_tuning": tuning,
             },
@@ -1342,6 +1404,8 @@ class StudyRunner:
             k: (v if math.isfinite(v) else None) for k, v in test_metrics.items()
         }
         ref = save_bundle(bundle, self.store, prefix)
+        if spec.study.parallelism > 1 and spec.study.ensemble_size > 1:
+            self._drop_shared_outputs(experiment)
         metrics = _finite_metrics(bundle.metadata.get("metrics") or {})
         metrics |= _finite_metrics(test_metrics, "test_")
         metrics |= _finite_metrics(serving)
@@ -1370,10 +1434,14 @@ class StudyRunner:
         self, experiment: Experiment, best: FrozenTrial, remaining: float | None
     ) -> Blend | None:
         """The blend of trials to register (``arbor_ml.ensemble``), or None for the best
-        trial alone: blending is off, this worker did not run the best trial, or no blend of
-        trials whose refits fit in the time left beats it on validation."""
-        pool = self._pools.get(experiment.id)
+        trial alone: blending is off, the best trial's validation outputs are not at hand (a
+        worker that stopped before storing them), or no blend of trials whose refits fit in
+        the time left beats it on validation."""
         most = experiment.spec.study.ensemble_size
+        pool = self._pools.get(experiment.id)
+        if most > 1 and experiment.spec.study.parallelism > 1:
+            pool = self._gather_outputs(experiment, self.data(experiment))
+        self._candidates[experiment.id] = 0 if pool is None else len(pool.outputs)
         if pool is None or most < 2 or best.number not in pool.outputs:
             return None
         # the packaging once, as the reserve has it (the SHAP ranking is sized to what is left)
