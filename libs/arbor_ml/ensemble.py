@@ -28,7 +28,7 @@ import json
 import math
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -104,10 +104,7 @@ class EnsembleModel(TrainedModel):
             categorical_features=categorical_features,
             n_classes=n_classes,
         )
-        self.members = [
-            Member(m.model, m.weight / total, m.categorical_output, m.categories, m.trial)
-            for m in members
-        ]
+        self.members = [replace(m, weight=m.weight / total) for m in members]
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{m.model.model_type.value} {m.weight:.2f}" for m in self.members)
