@@ -35,7 +35,7 @@ from arbor_ml.explain import Explainer, Explanation
 from arbor_ml.postprocessing import ClassValue, PostprocessingOptions, Postprocessor
 from arbor_ml.preprocessing import Preprocessor
 from arbor_ml.trainers.base import FitResult, TrainedModel, evaluate_model
-from arbor_ml.trainers.dispatch import model_class
+from arbor_ml.trainers.dispatch import model_class, model_from_bytes
 from arbor_ml.types import ModelType, TaskType, parse_task_type
 
 #: ``major.minor``. A reader loads any bundle of its own major version; bump the minor for
@@ -239,15 +239,14 @@ class ModelBundle:
         signature = Signature.from_dict(json.loads(files[SIGNATURE]))
         preprocessor = Preprocessor.from_json(files[PREPROCESSING])
         postprocessor = Postprocessor.from_json(files[POSTPROCESSING])
-        loader = model_class(metadata["model_type"])
-        model = loader.from_bytes(
-            files[loader.file_name],
+        model = model_from_bytes(
+            metadata["model_type"],
+            files[model_class(metadata["model_type"]).file_name],
             task=signature.task,
             feature_names=preprocessor.feature_names,
             categorical_features=preprocessor.categorical_features,
             n_classes=len(signature.classes),
         )
-        model.source_sha256 = hashlib.sha256(files[loader.file_name]).hexdigest()
         return cls(
             model=model,
             preprocessor=preprocessor,

@@ -22,7 +22,6 @@ trained on category strings gets them back from the codes (:class:`Member` ``cat
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -178,7 +177,7 @@ class EnsembleModel(TrainedModel):
         categorical_features: list[str],
         n_classes: int,
     ) -> EnsembleModel:
-        from arbor_ml.trainers.dispatch import model_class
+        from arbor_ml.trainers.dispatch import model_class, model_from_bytes
 
         try:
             archive = zipfile.ZipFile(io.BytesIO(data))
@@ -187,18 +186,16 @@ class EnsembleModel(TrainedModel):
                 raise ValueError(f"format {manifest.get('format')!r}, not {ENSEMBLE_FORMAT}")
             members = []
             for entry in manifest["members"]:
-                loader = model_class(entry["model_type"])
-                if loader is cls:
+                if model_class(entry["model_type"]) is cls:
                     raise ValueError("an ensemble cannot hold an ensemble")
-                payload = archive.read(entry["file"])
-                model = loader.from_bytes(
-                    payload,
+                model = model_from_bytes(
+                    entry["model_type"],
+                    archive.read(entry["file"]),
                     task=task,
                     feature_names=feature_names,
                     categorical_features=categorical_features,
                     n_classes=n_classes,
                 )
-                model.source_sha256 = hashlib.sha256(payload).hexdigest()
                 members.append(
                     Member(
                         model,

@@ -6,6 +6,7 @@ load CatBoost, XGBoost and LightGBM; an inference process loads only the one it 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -87,6 +88,27 @@ def model_class(model_type: ModelType | str | None) -> type[TrainedModel]:
 
             return EnsembleModel
     raise InvalidArgument(f"unknown model type {model_type!r}", field="model_type")
+
+
+def model_from_bytes(
+    model_type: ModelType | str | None,
+    data: bytes,
+    *,
+    task: TaskType,
+    feature_names: list[str],
+    categorical_features: list[str],
+    n_classes: int,
+) -> TrainedModel:
+    """A model loaded from its file, with the file's SHA-256 (which keys the compiled cache)."""
+    model = model_class(model_type).from_bytes(
+        data,
+        task=task,
+        feature_names=feature_names,
+        categorical_features=categorical_features,
+        n_classes=n_classes,
+    )
+    model.source_sha256 = hashlib.sha256(data).hexdigest()
+    return model
 
 
 def _trainable(model: ModelType) -> ModelType:

@@ -1301,9 +1301,10 @@ class StudyRunner:
             estimate_all_s=estimate,
             have_trial_model=kept is not None,
         )
-        best_iterations = attrs.get("best_iterations") or [attrs.get("best_iteration")]
         ensemble = [best.number]  # the trials averaged into the final model
-        blend = self._choose_blend(experiment, best, remaining) if choice is FinalFit.ALL else None
+        blend = None
+        if choice is FinalFit.ALL:
+            blend = self._choose_blend(experiment, best, data, remaining)
         blended: FitResult | None = None
         if blend is not None:
             blended, prepared, blend = self._fit_blend(experiment, data, blend)
@@ -1315,12 +1316,7 @@ class StudyRunner:
             prepared = (
                 data.prepared_all(library) if choice is FinalFit.ALL else data.prepared(library)
             )
-            rounds = refit_iterations(
-                best_iterations,
-                fit_rows=int(attrs.get("fit_rows") or data.fit_rows()),
-                refit_rows=prepared.train_rows,
-                max_iterations=max_iterations(spec),
-            )
+            rounds = self._refit_rounds(spec, best, data, prepared.train_rows)
             settings = replace(fit_settings(spec), iterations=rounds, early_stopping_rounds=None)
             members: list[tuple[dict, FitSettings]] = [(params, settings)]
             if choice is FinalFit.ALL and trainer.can_average:
@@ -1431,7 +1427,7 @@ class StudyRunner:
         )
 
     def _choose_blend(
-        self, experiment: Experiment, best: FrozenTrial, remaining: float | None
+        self, experiment: Experiment, best: FrozenTrial, data: StudyData, remaining: float | None
     ) -> Blend | None:
         """The blend of trials to register (``arbor_ml.ensemble``), or None for the best
         trial alone: blending is off, the best trial's validation outputs are not at hand (a
@@ -1440,7 +1436,7 @@ class StudyRunner:
         most = experiment.spec.study.ensemble_size
         pool = self._pools.get(experiment.id)
         if most > 1 and experiment.spec.study.parallelism > 1:
-            pool = self._gather_outputs(experiment, self.data(experiment))
+            pool = self._gather_outputs(experiment, data)
         self._candidates[experiment.id] = 0 if pool is None else len(pool.outputs)
         if pool is None or most < 2 or best.number not in pool.outputs:
             return None
