@@ -12,6 +12,7 @@ import grpc
 import pytest
 from server_testkit import ProbeRequest, RunningProbe, capture_json_logs, serve_probe
 
+from arbor_core.server import new_request_id
 from arbor_core.status_details import error_details
 
 pytestmark = pytest.mark.integration
@@ -166,6 +167,15 @@ async def test_request_id_generated_when_missing_or_unusable(probe: RunningProbe
         await call
         generated = dict(await call.trailing_metadata())["x-request-id"]
         assert uuid.UUID(generated).version == 4
+
+
+def test_generated_request_ids_are_canonical_random_uuids() -> None:
+    ids = [new_request_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:200]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
 async def test_request_ids_do_not_leak_between_concurrent_calls(probe: RunningProbe) -> None:

@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
@@ -168,6 +168,12 @@ class ServedModel:
             model_type=version.model_type,
             task_type=version.task_type,
         )
+
+
+@lru_cache(maxsize=1024)
+def _served_model(version: ResolvedVersion) -> ServedModel:
+    """One ``ServedModel`` per resolved version (hashed by identity), not one per call."""
+    return ServedModel.of(version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,9 +543,9 @@ class Inference:
             rows = count_rows(data)  # cheap: before any load
             _check_rows(rows, self.options.max_batch_rows)
         version, model = await self.model_for(request.selector, request.deadline)
-        served = ServedModel.of(version)
+        served = _served_model(version)
         if 0 < rows <= self.options.inline_max_rows and model.fast is not None:
-            return self._predict_sync(request, model, served, render)
+            return self._predict_sync(request, model, served, render, inline=True)
         work = partial(self._predict_sync, request, model, served, render)
         return await asyncio.get_running_loop().run_in_executor(self.executor, work)
 
@@ -549,6 +555,7 @@ class Inference:
         model: LoadedModel,
         served: ServedModel,
         render: Callable[[PredictResult], T],
+        inline: bool = False,
     ) -> T:
         _check_deadline(request.deadline)
         table = request.table
@@ -563,13 +570,16 @@ class Inference:
                 max_rows=self.options.max_batch_rows,
                 reject_extra=request.reject_extra,
             )
-        with self.cores.claim() as threads:
-            raw = model.predict_raw(
-                table,
-                self.options.fast_path_max_rows,
-                self.options.fast_path_numeric_batches,
-                threads,
-            )
+        if inline:  # a few rows take one thread; they need no share of the cores
+            raw = model.predict_raw(table, self.options.fast_path_max_rows)
+        else:
+            with self.cores.claim() as threads:
+                raw = model.predict_raw(
+                    table,
+                    self.options.fast_path_max_rows,
+                    self.options.fast_path_numeric_batches,
+                    threads,
+                )
         arbor_metrics.predictions_served(len(raw), model=served.model)
         result = _postprocess(model, served, raw, request.include_probabilities)
         if request.arrow_output:
@@ -599,7 +609,7 @@ class Inference:
         if has_rows and data is not None and data.WhichOneof("data") in ("json_rows", "columns"):
             _check_rows(count_rows(data), self.options.max_explain_rows)
         version, model = await self.model_for(request.selector, request.deadline)
-        served = ServedModel.of(version)
+        served = _served_model(version)
         work = partial(self._explain_sync, request, model, served, has_rows, render)
         return await asyncio.get_running_loop().run_in_executor(self.executor, work)
 
