@@ -174,24 +174,41 @@ def member_scores(
     return scores
 
 
-async def best_by_library(s: dict[str, Any], experiment: str) -> dict[str, float]:
-    """The best validation value each library reached (the leaderboard's top per library)."""
+async def leaderboard(s: dict[str, Any], experiment: str) -> list[dict[str, Any]]:
+    """Every trial, best first (``ListTrials(order_by="value")``): what the study tried, for
+    reading a result (the JSON's ``trials``)."""
+    from google.protobuf import json_format
+
     from arbor.common.v1 import common_pb2
     from arbor.training.v1 import training_service_pb2 as pb
 
     board = await s["training"].ListTrials(
-        pb.ListTrialsRequest(
-            parent=experiment,
-            state_filter=pb.TRIAL_STATE_COMPLETE,
-            order_by="value",
-            page_size=1000,
-        ),
-        timeout=30,
+        pb.ListTrialsRequest(parent=experiment, order_by="value", page_size=1000), timeout=30
     )
+    return [
+        {
+            "number": trial.number,
+            "state": pb.TrialState.Name(trial.state).removeprefix("TRIAL_STATE_").lower(),
+            "model_type": common_pb2.ModelType.Name(trial.model_type)
+            .removeprefix("MODEL_TYPE_")
+            .lower(),
+            "value": trial.value,
+            "fold_values": list(trial.fold_values),
+            "best_iteration": trial.best_iteration,
+            "fit_seconds": round(trial.fit_seconds, 2),
+            "seconds": round(trial.duration.ToNanoseconds() / 1e9, 2),
+            "params": json_format.MessageToDict(trial.params),
+        }
+        for trial in board.trials
+    ]
+
+
+def best_by_library(trials: list[dict[str, Any]]) -> dict[str, float]:
+    """The best validation value each library reached (the leaderboard's top per library)."""
     best: dict[str, float] = {}
-    for trial in board.trials:
-        name = common_pb2.ModelType.Name(trial.model_type).removeprefix("MODEL_TYPE_").lower()
-        best.setdefault(name, trial.value)
+    for trial in trials:
+        if trial["state"] == "complete":
+            best.setdefault(trial["model_type"], trial["value"])
     return best
 
 
@@ -398,6 +415,7 @@ async def run_dataset(s: dict[str, Any], name: str, args: argparse.Namespace) ->
     )
     for trial in failed.trials:
         print(f"  failed trial {trial.number}: {trial.error_message[:300]}", flush=True)
+    trials = await leaderboard(s, experiment.name)
     summary = experiment.summary
     took = (experiment.end_time.ToNanoseconds() - experiment.start_time.ToNanoseconds()) / 1e9
     best_anchor, judged, gap = verdict(name, metric, score)
@@ -426,7 +444,8 @@ async def run_dataset(s: dict[str, Any], name: str, args: argparse.Namespace) ->
         "best_params": json_format.MessageToDict(experiment.best_trial.params),
         "final_iterations": summary.final_iterations,
         "blend_members": members,
-        "best_validation_by_library": await best_by_library(s, experiment.name),
+        "best_validation_by_library": best_by_library(trials),
+        "trials": trials,
     }
 
 
