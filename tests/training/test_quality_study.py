@@ -170,6 +170,39 @@ async def test_threshold_is_tuned_on_validation_and_stored(stack: Stack, worker:
     assert done.metrics["f1"] == pytest.approx(tuning["value"])
 
 
+async def test_a_cross_validation_cut_by_the_budget_never_outranks_complete_ones(
+    stack: Stack, worker: Worker
+) -> None:
+    # Quick trials of five folds and only time to stop them: the trial running at the
+    # deadline is cut, most often before its last fold. The mean of its first folds is not
+    # comparable with the five-fold means, so it must not be a complete trial (unless it is
+    # the only one, and the study needs its model).
+    split = await make_split(stack, "credit_data", 1500, test=True)
+    message = experiment(
+        split,
+        model_type=common_pb2.MODEL_TYPE_LIGHTGBM,
+        n_trials=0,
+        max_iterations=400,
+        cv_folds=5,
+        timeout_seconds=6,
+    )
+    created = await create(stack, message)
+    done = await wait_final(stack, created.name, timeout=90)
+    assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+    assert done.summary.trials_stopped_by_budget >= 1
+    board = await stack.training.ListTrials(
+        pb.ListTrialsRequest(parent=done.name, page_size=1000), timeout=10
+    )
+    complete = [t for t in board.trials if t.state == pb.TRIAL_STATE_COMPLETE]
+    assert len(complete) >= 2
+    assert all(len(t.fold_values) == 5 for t in complete), [
+        (t.number, list(t.fold_values)) for t in complete
+    ]
+    cut = [t for t in board.trials if "a partial cross-validation" in t.error_message]
+    assert all(t.state == pb.TRIAL_STATE_PRUNED for t in cut)
+    assert len(done.best_trial.fold_values) == 5
+
+
 async def test_time_budget_includes_the_final_fit(stack: Stack, worker: Worker) -> None:
     split = await make_split(stack, "hpc_data", 2000, test=True)
     # Trials longer than the budget even on a fast machine (100,000 rounds on 1,600 rows, no
