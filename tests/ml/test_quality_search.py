@@ -113,6 +113,23 @@ def test_defaults_first_then_portfolio_in_autos_order() -> None:
     assert [t.params for t in study.trials] == fixed
 
 
+def test_without_categorical_features_catboost_has_no_encoding_variant() -> None:
+    # one_hot_max_size and max_ctr_complexity change nothing without categories: the variant
+    # would train CatBoost's defaults a second time
+    trainers = {m: get_trainer(m, "binary") for m in LIBRARIES}
+    numeric = warm_start(trainers, train_rows=500, auto=True, categorical=False)
+    libraries = [t[MODEL_TYPE_PARAM] for t in numeric]
+    assert libraries == ["catboost", "lightgbm", "xgboost", "lightgbm", "xgboost"]
+    assert numeric[0]["catboost.one_hot_max_size"] != 64
+    alone = warm_start(
+        {ModelType.CATBOOST: trainers[ModelType.CATBOOST]},
+        train_rows=500,
+        auto=False,
+        categorical=False,
+    )
+    assert len(alone) == 1
+
+
 def test_on_large_data_catboosts_cheap_encodings_go_before_its_defaults() -> None:
     trainers = {m: get_trainer(m, "binary") for m in LIBRARIES}
     small = warm_start(trainers, train_rows=500, auto=True)

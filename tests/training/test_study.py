@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import optuna
 import pytest
@@ -11,12 +13,14 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from arbor_ml.automl import TimeBudget
+from arbor_training.domain import PreprocessingSpec
 from arbor_training.domain import TrialState as RecordedState
 from arbor_training.study import (
     ATTR,
     StudyRunner,
     StudySettings,
     counts,
+    has_categorical_features,
     rank,
     trial_record,
     tune_threshold,
@@ -171,3 +175,19 @@ def test_reporter_resizes_a_trial_that_cannot_reach_its_rounds_in_time() -> None
     reporter.start_fit(None)
     fake[0] += 1.0
     assert not any(reporter(step, 0.5) for step in range(30)) and reporter.resize is None
+
+
+def test_categorical_features_are_read_from_the_splits_dtypes() -> None:
+    def spec(columns: dict[str, str], **preprocessing: Any) -> Any:
+        return SimpleNamespace(
+            target_column="y", columns=columns, preprocessing=PreprocessingSpec(**preprocessing)
+        )
+
+    numeric = {"a": "Float64", "b": "Int64", "y": "String"}  # a text target is no feature
+    assert not has_categorical_features(spec(numeric))
+    assert has_categorical_features(spec({**numeric, "city": "String"}))
+    assert has_categorical_features(spec({**numeric, "grade": "Enum(categories=['a', 'b'])"}))
+    assert not has_categorical_features(
+        spec({**numeric, "city": "String"}, exclude_columns=("city",))
+    )
+    assert not has_categorical_features(spec({**numeric, "city": "String"}, include_columns=("a",)))

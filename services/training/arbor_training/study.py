@@ -450,6 +450,17 @@ def expected_fit_rows(spec: ExperimentSpec) -> int:
     return max(rows, 1)
 
 
+def has_categorical_features(spec: ExperimentSpec) -> bool:
+    """Whether a feature column holds text categories (from the split's recorded dtypes)."""
+    excluded = {spec.target_column, *spec.preprocessing.exclude_columns}
+    included = set(spec.preprocessing.include_columns)
+    return any(
+        dtype.startswith(("String", "Utf8", "Categorical", "Enum"))
+        for name, dtype in spec.columns.items()
+        if name not in excluded and (not included or name in included)
+    )
+
+
 def default_trials(spec: ExperimentSpec, trainers: Mapping[ModelType, Trainer]) -> list[dict]:
     """The fixed trials a study starts with: each library's defaults (CatBoost first for
     ``auto``), then a small portfolio (see ``arbor_ml.automl``), as flat Optuna parameters."""
@@ -458,6 +469,7 @@ def default_trials(spec: ExperimentSpec, trainers: Mapping[ModelType, Trainer]) 
         train_rows=expected_fit_rows(spec),
         settings=fit_settings(spec),
         auto=spec.model_type == AUTO,
+        categorical=has_categorical_features(spec),
     )
 
 
