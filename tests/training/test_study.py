@@ -12,7 +12,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from arbor_ml.automl import TimeBudget
+from arbor_ml.automl import TimeBudget, fold_time_share
 from arbor_training.domain import PreprocessingSpec
 from arbor_training.domain import TrialState as RecordedState
 from arbor_training.study import (
@@ -174,6 +174,29 @@ def test_reporter_resizes_a_trial_that_cannot_reach_its_rounds_in_time() -> None
     assert reporter.resize is None
     reporter.start_fit(None)
     fake[0] += 1.0
+    assert not any(reporter(step, 0.5) for step in range(30)) and reporter.resize is None
+
+
+def test_a_cross_validation_plans_its_first_fold_for_that_folds_share_of_the_time() -> None:
+    from arbor_training.study import _Reporter
+
+    # Five folds in an AUTO study where no library has a complete trial yet: the first fold
+    # may plan for a fifteenth of the time left, not for all of it.
+    share = fold_time_share(5, libraries_to_compare=3)
+    assert share == pytest.approx(1 / 15)
+    assert fold_time_share(5) == pytest.approx(1 / 5)  # one library (or all compared)
+    budget = TimeBudget.start(60.0)  # 58 s for trials
+    fake = [budget.started]
+    reporter = _Reporter(_FakeTrial(0), 1000, _FakeWatcher(), budget, prune=False)  # type: ignore[arg-type]
+    reporter.now = lambda: fake[0]
+    reporter.start_fit(1000, share)
+    assert not reporter(0, 0.5)
+    for step in range(1, 11):  # 0.01 s a round: 1,000 rounds in 10 s would fit in 58 s...
+        fake[0] += 0.01
+        stopped = reporter(step, 0.5)
+    # ...but not in this fold's 3.9 s: resized to the rounds that do
+    assert stopped and reporter.resize == pytest.approx((58.0 - 0.1) / 15 / 0.01 * 0.9, abs=2)
+    reporter.start_fit(1000)  # the same pace with all the time left: runs on
     assert not any(reporter(step, 0.5) for step in range(30)) and reporter.resize is None
 
 

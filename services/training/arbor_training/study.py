@@ -74,6 +74,7 @@ from arbor_ml.automl import (
     choose_final_fit,
     ensemble_members,
     estimate_final_seconds,
+    fold_time_share,
     parse_final_fit,
     refit_iterations,
     resized_rounds,
@@ -637,14 +638,17 @@ class _Reporter:
         #: Rounds the trial's learning rate is meant for, when it may be resized to fit the
         #: time left (``arbor_ml.automl.resized_rounds``); ``resize`` is then the new count.
         self.planned_rounds: int | None = None
+        self.share = 1.0
         self.resize: int | None = None
         self.now = time.monotonic  # the clock the pace is read on (a test can drive it)
         self._fit_started = self.now()
         self._first: tuple[int, float] | None = None
 
-    def start_fit(self, planned_rounds: int | None) -> None:
-        """A fit begins now (the pace of its rounds is timed from here)."""
+    def start_fit(self, planned_rounds: int | None, share: float = 1.0) -> None:
+        """A fit begins now (the pace of its rounds is timed from here); it may plan for
+        ``share`` of the time left (the first fold of a cross-validation: its part)."""
         self.planned_rounds = planned_rounds
+        self.share = share
         self.resize = None
         self._fit_started = self.now()
         self._first = None
@@ -668,7 +672,7 @@ class _Reporter:
             done=step + 1,
             pace_s=pace,
             setup_s=first_time - self._fit_started,
-            time_left_s=limit - now,
+            time_left_s=(limit - now) * self.share,
             planned=self.planned_rounds,
         )
         self.planned_rounds = None  # judged once
@@ -1019,6 +1023,17 @@ class StudyRunner:
                     trial.set_user_attr(ATTR, {"error": f"{type(exc).__name__}: {exc}"[:2000]})
                 raise
 
+        def libraries_to_compare(trial: optuna.Trial, library: ModelType) -> int:
+            """AUTO: the libraries without a complete trial yet, ``library`` included."""
+            if spec.model_type != AUTO:
+                return 1
+            done = {
+                t.params.get(MODEL_TYPE_PARAM)
+                for t in study_trials(trial)
+                if t.state is OptunaTrialState.COMPLETE
+            }
+            return len({m.value for m in trainers} - done | {library.value})
+
         def run(trial: optuna.Trial) -> float:
             if spec.model_type == AUTO:
                 library = ModelType(
@@ -1044,14 +1059,19 @@ class StudyRunner:
             results: list[FitResult] = []
             parts = data.trial_parts(library)
             outputs: list[np.ndarray] = []
-            # One part (no cross-validation) may be resized to the time left once.
-            planned = trainer.planned_rounds(settings) if len(parts) == 1 else None
+            # A trial may be resized once, in its first fit, to the time it may take: all
+            # that is left, or with cross-validation the first fold's share of it.
+            planned = trainer.planned_rounds(settings)
+            share = 1.0
+            if len(parts) > 1:
+                share = fold_time_share(len(parts), libraries_to_compare(trial, library))
+            fold_settings = settings
             for fold, prepared in enumerate(parts):
                 reporter.offset = fold * max_iterations(spec)
                 fit_started = time.perf_counter()
                 try:
-                    reporter.start_fit(planned)
-                    result = trainer.fit(prepared, params, settings, on_iteration=reporter)
+                    reporter.start_fit(planned if fold == 0 else None, share)
+                    result = trainer.fit(prepared, params, fold_settings, on_iteration=reporter)
                     if reporter.resize is not None and planned is not None:
                         rounds = reporter.resize
                         params = trainer.params_for_rounds(
@@ -1066,12 +1086,8 @@ class StudyRunner:
                         )
                         reporter.start_fit(None)
                         reporter.intermediate.clear()  # the values of the fit given up
-                        result = trainer.fit(
-                            prepared,
-                            params,
-                            replace(settings, iterations=rounds),
-                            on_iteration=reporter,
-                        )
+                        fold_settings = replace(settings, iterations=rounds)  # every fold's
+                        result = trainer.fit(prepared, params, fold_settings, on_iteration=reporter)
                 except Exception as exc:
                     attrs["fit_seconds"] = fit_seconds + time.perf_counter() - fit_started
                     attrs["error"] = f"{type(exc).__name__}: {exc}"[:2000]
