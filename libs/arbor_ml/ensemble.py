@@ -423,17 +423,30 @@ class ValidationPool:
     #: what each trial's model is (its library) and what refitting it costs (seconds)
     kinds: dict[int, str] = field(default_factory=dict)
     costs: dict[int, float] = field(default_factory=dict)
+    #: the trial's own model and the preprocessing it reads, where it made ``outputs`` (no
+    #: cross-validation): a blend of these needs no refit
+    models: dict[int, tuple[TrainedModel, Preprocessor]] = field(default_factory=dict)
 
-    def add(self, trial: int, value: float, output: np.ndarray, kind: str, cost: float) -> None:
-        """Keep a trial's outputs if they cover the rows and it is among the best."""
+    def add(
+        self,
+        trial: int,
+        value: float,
+        output: np.ndarray,
+        kind: str,
+        cost: float,
+        model: tuple[TrainedModel, Preprocessor] | None = None,
+    ) -> None:
+        """Keep a trial's outputs (and model) if they cover the rows and it is among the best."""
         if output.shape[0] != self.y.shape[0] or not math.isfinite(value):
             return
         self.outputs[trial], self.values[trial] = output, value
         self.kinds[trial], self.costs[trial] = kind, cost
+        if model is not None:
+            self.models[trial] = model
         if len(self.values) > POOL_SIZE:
             worst = (min if self.maximize else max)(self.values, key=self.values.__getitem__)
-            for kept in (self.values, self.outputs, self.kinds, self.costs):
-                del kept[worst]
+            for kept in (self.values, self.outputs, self.kinds, self.costs, self.models):
+                kept.pop(worst, None)
 
     def likely_cost(self, best: int, most: int) -> float:
         """What refitting a blend of ``best`` and the best trial of each other kind (up to

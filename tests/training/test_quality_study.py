@@ -138,6 +138,36 @@ async def test_auto_registers_a_blend_of_trials_that_beats_the_best_one(
     assert [m["trial"] for m in version.model_version.params["members"]] == list(weights)
 
 
+async def test_without_time_to_refit_the_trials_own_models_are_blended(
+    stack: Stack, worker: Worker
+) -> None:
+    # final_fit "trial" stands for a study with no time left to refit anything: it still
+    # registers a blend, of the models its trials trained (on the train part), not one trial's.
+    split = await make_split(stack, "credit_data", 600, test=True)
+    message = experiment(split, model_type=common_pb2.MODEL_TYPE_AUTO, n_trials=6)
+    message.model_name = f"trial-blend-{uuid.uuid4().hex[:8]}"
+    message.study.final_fit = "trial"
+    created = await create(stack, message)
+    done = await wait_final(stack, created.name, timeout=150)
+    assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+    assert done.summary.final_fit == "trial"
+
+    bundle = await registered_bundle(stack, done.model_version)
+    blend = bundle.metadata["extra"]["blend"]  # type: ignore[attr-defined]
+    assert blend["validation_value"] > blend["best_single_value"]
+    weights = {int(k): w for k, w in blend["weights"].items()}
+    assert 2 <= len(weights) <= 3 and done.best_trial.number in weights
+    assert [m.trial for m in bundle.model.members] == list(weights)  # type: ignore[attr-defined]
+    got = await stack.split.GetSplit(split_pb.GetSplitRequest(name=split), timeout=10)
+    train_rows = next(p.row_count for p in got.split.parts if p.part == "train")
+    assert bundle.metadata["training_rows"] == train_rows  # type: ignore[attr-defined]
+    assert done.metrics["roc_auc"] == pytest.approx(blend["validation_value"])
+    version = await stack.registry.GetModelVersion(
+        registry_pb.GetModelVersionRequest(name=done.model_version), timeout=10
+    )
+    assert version.model_version.model_type == common_pb2.MODEL_TYPE_ENSEMBLE
+
+
 async def test_cross_validation_reports_every_fold(stack: Stack, worker: Worker) -> None:
     split = await make_split(stack, "breast_cancer", 300, test=True)
     created = await create(

@@ -43,7 +43,7 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -103,7 +103,7 @@ from arbor_ml.latency import LATENCY_METRIC, importance_rows_within, predict_ms_
 from arbor_ml.postprocessing import PostprocessingOptions, inverse_target_transform
 from arbor_ml.preprocessing import PreprocessingOptions
 from arbor_ml.threshold import tune_threshold
-from arbor_ml.trainers import FitResult, FitSettings, Trainer, get_trainer
+from arbor_ml.trainers import FitResult, FitSettings, TrainedModel, Trainer, get_trainer
 from arbor_ml.types import Direction, ModelType, TaskType
 from arbor_ml.weights import CLASS_WEIGHT_PARAM, class_weight_spec
 from arbor_training.domain import (
@@ -1150,7 +1150,11 @@ class StudyRunner:
             if blend and len(outputs) == len(parts):
                 cost = self._estimate(spec, attrs, data) - ESTIMATE_OVERHEAD_S
                 output = np.concatenate(outputs)
-                self._pool(experiment, parts).add(trial.number, value, output, library.value, cost)
+                # one part: this very model made the outputs (a blend of such needs no refit)
+                model = (last.model, parts[0].preprocessor) if len(parts) == 1 else None
+                self._pool(experiment, parts).add(
+                    trial.number, value, output, library.value, cost, model=model
+                )
                 if spec.study.parallelism > 1:  # for whichever worker finalizes
                     self._share_output(experiment, trial.number, output)
             return value
@@ -1346,9 +1350,14 @@ class StudyRunner:
         blend = None
         if choice is FinalFit.ALL:
             blend = self._choose_blend(experiment, best, data, remaining)
+        elif choice is FinalFit.TRIAL:
+            blend = self._choose_blend(experiment, best, data, remaining, refit=False)
         blended: FitResult | None = None
         if blend is not None:
-            blended, prepared, blend = self._fit_blend(experiment, data, blend)
+            if choice is FinalFit.ALL:
+                blended, prepared, blend = self._fit_blend(experiment, data, blend)
+            else:
+                blended, prepared = self._blend_trial_models(experiment, data, blend)
             result, ensemble = blended, blend.members
         elif choice is FinalFit.TRIAL:
             assert kept is not None
@@ -1468,25 +1477,67 @@ class StudyRunner:
         )
 
     def _choose_blend(
-        self, experiment: Experiment, best: FrozenTrial, data: StudyData, remaining: float | None
+        self,
+        experiment: Experiment,
+        best: FrozenTrial,
+        data: StudyData,
+        remaining: float | None,
+        *,
+        refit: bool = True,
     ) -> Blend | None:
         """The blend of trials to register (``arbor_ml.ensemble``), or None for the best
         trial alone: blending is off, the best trial's validation outputs are not at hand (a
         worker that stopped before storing them), or no blend of trials whose refits fit in
-        the time left beats it on validation."""
+        the time left beats it on validation. Without ``refit`` (no time for any), a blend of
+        the trials' own models, which this worker holds (no cross-validation)."""
         most = experiment.spec.study.ensemble_size
         pool = self._pools.get(experiment.id)
-        if most > 1 and experiment.spec.study.parallelism > 1:
+        if refit and most > 1 and experiment.spec.study.parallelism > 1:
             pool = self._gather_outputs(experiment, data)
         self._candidates[experiment.id] = 0 if pool is None else len(pool.outputs)
         if pool is None or most < 2 or best.number not in pool.outputs:
             return None
-        # the packaging once, as the reserve has it (the SHAP ranking is sized to what is left)
-        budget = math.inf if remaining is None else remaining - ESTIMATE_OVERHEAD_S
-        blend = pool.select(
-            most=most, allowed=lambda members: sum(pool.costs[k] for k in members) <= budget
-        )
+        if refit:
+            # the packaging once, as the reserve has it (the SHAP ranking is sized to what is
+            # left)
+            budget = math.inf if remaining is None else remaining - ESTIMATE_OVERHEAD_S
+
+            def allowed(members: Sequence[int]) -> bool:
+                return sum(pool.costs[k] for k in members) <= budget
+
+        else:
+            if best.number not in pool.models:
+                return None
+
+            def allowed(members: Sequence[int]) -> bool:
+                return all(k in pool.models for k in members)
+
+        blend = pool.select(most=most, allowed=allowed)
         return blend if len(blend.weights) > 1 else None
+
+    def _blend_trial_models(
+        self, experiment: Experiment, data: StudyData, blend: Blend
+    ) -> tuple[FitResult, PreparedData]:
+        """``blend`` of the trials' own models (trained on the train part), as they are: what
+        a study registers when no refit fits in the time left, instead of one trial's model."""
+        spec = experiment.spec
+        study = optuna.load_study(study_name=experiment.id, storage=self.storage)
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        pool = self._pools[experiment.id]
+        started = time.perf_counter()
+        fitted: list[tuple[int, ModelType, dict, PreparedData, TrainedModel]] = []
+        parts: list[tuple[Any, Any, float, int | None]] = []
+        for number, weight in blend.weights.items():
+            library, params = trial_params(spec, trials[number])
+            model, preprocessor = pool.models[number]
+            parts.append((model, preprocessor, weight, number))
+            fitted.append((number, library, params, data.prepared(library), model))
+        shared = shared_preprocessor([pre for _, pre, _, _ in parts])
+        kept = self._kept[experiment.id]  # the best trial's, a member of any blend
+        model = EnsembleModel.blend(parts, shared)
+        result = self._blend_result(model, fitted, started, kept.result, {})
+        prepared = next(p for _, _, _, p, _ in fitted if p.preprocessor is shared)
+        return result, prepared
 
     def _fit_blend(
         self, experiment: Experiment, data: StudyData, blend: Blend
@@ -1518,27 +1569,41 @@ class StudyRunner:
         model = EnsembleModel.blend(parts, shared)
         weights = {m.trial: m.weight for m in model.members if m.trial is not None}
         blend = Blend(weights, pool.score(pool.blended_margin(weights)), blend.single_value)
-        first = fitted[0][4]
-        members = [
-            {"trial": n, "model_type": lib.value, "weight": weights[n], "params": params}
-            for n, lib, params, _, _ in fitted
-        ]
-        result = FitResult(
+        fits = {n: r for n, *_, r in fitted}
+        result = self._blend_result(model, fitted, started, fitted[0][4], fits)
+        prepared = next(p for _, _, _, p, _ in fitted if p.preprocessor is shared)
+        return result, prepared, blend
+
+    @staticmethod
+    def _blend_result(
+        model: EnsembleModel,
+        members: Sequence[tuple[int, ModelType, dict, PreparedData, Any]],
+        started: float,
+        template: FitResult,
+        fits: Mapping[int, FitResult],
+    ) -> FitResult:
+        """A blend as the FitResult the rest of the final fit reads: ``template`` for what
+        every member shares (metric, direction, device), ``fits`` the members' refits (none
+        when the trials' own models are blended)."""
+        weights = {m.trial: m.weight for m in model.members if m.trial is not None}
+        return replace(
+            template,
             model=model,
-            params={"members": members},
-            library_params={str(n): r.library_params for n, _, _, _, r in fitted},
-            metric=first.metric,
-            direction=first.direction,
+            params={
+                "members": [
+                    {"trial": n, "model_type": lib.value, "weight": weights[n], "params": params}
+                    for n, lib, params, _, _ in members
+                ]
+            },
+            library_params={str(n): r.library_params for n, r in fits.items()},
             score=None,
             metrics={},
             best_iteration=None,
-            iterations=sum(r.iterations for *_, r in fitted),
+            iterations=sum(r.iterations for r in fits.values()),
             stopped_by_callback=False,
-            device=first.device,
             duration_s=time.perf_counter() - started,
+            extra={},
         )
-        prepared = next(p for _, _, _, p, _ in fitted if p.preprocessor is shared)
-        return result, prepared, blend
 
     def _refit_rounds(
         self, spec: ExperimentSpec, trial: FrozenTrial, data: StudyData, refit_rows: int
