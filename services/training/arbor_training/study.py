@@ -1536,6 +1536,8 @@ class StudyRunner:
         kept = self._kept[experiment.id]  # the best trial's, a member of any blend
         model = EnsembleModel.blend(parts, shared)
         result = self._blend_result(model, fitted, started, kept.result, {})
+        rounds = [(trials[n].user_attrs.get(ATTR) or {}).get("iterations") for n, *_ in fitted]
+        result = replace(result, iterations=sum(r for r in rounds if isinstance(r, int)))
         prepared = next(p for _, _, _, p, _ in fitted if p.preprocessor is shared)
         return result, prepared
 
