@@ -198,6 +198,7 @@ async def leaderboard(s: dict[str, Any], experiment: str) -> list[dict[str, Any]
             "fit_seconds": round(trial.fit_seconds, 2),
             "seconds": round(trial.duration.ToNanoseconds() / 1e9, 2),
             "params": json_format.MessageToDict(trial.params),
+            "error": trial.error_message,
         }
         for trial in board.trials
     ]
@@ -407,15 +408,10 @@ async def run_dataset(s: dict[str, Any], name: str, args: argparse.Namespace) ->
                 f"{m.model.model_type.value} {m.weight:.2f}" for m in bundle.model.members
             )
             members = member_scores(entry, bundle, holdout)
-    failed = await s["training"].ListTrials(
-        pb.ListTrialsRequest(
-            parent=experiment.name, state_filter=pb.TRIAL_STATE_FAILED, page_size=100
-        ),
-        timeout=30,
-    )
-    for trial in failed.trials:
-        print(f"  failed trial {trial.number}: {trial.error_message[:300]}", flush=True)
     trials = await leaderboard(s, experiment.name)
+    for trial in trials:
+        if trial["state"] == "failed":
+            print(f"  failed trial {trial['number']}: {trial['error'][:300]}", flush=True)
     summary = experiment.summary
     took = (experiment.end_time.ToNanoseconds() - experiment.start_time.ToNanoseconds()) / 1e9
     best_anchor, judged, gap = verdict(name, metric, score)

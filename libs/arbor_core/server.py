@@ -113,8 +113,10 @@ def _merge_trailing(
     existing: Iterable[tuple[str, Any]] | None, extra: Iterable[tuple[str, Any]]
 ) -> tuple[tuple[str, Any], ...]:
     extra = tuple(extra)
+    if not existing:  # the common case: nothing to keep (the call's start, most handlers)
+        return extra
     replaced = {k for k, _ in extra}
-    return tuple((k, v) for k, v in (existing or ()) if k not in replaced) + extra
+    return tuple((k, v) for k, v in existing if k not in replaced) + extra
 
 
 # --- health --------------------------------------------------------------------------------
@@ -486,9 +488,9 @@ class ArborInterceptor(grpc.aio.ServerInterceptor):
         request_id = request_id_from(headers.request_id)
         # No reset: the RPC's context dies with the call.
         request_id_var.set(request_id)
-        trailing = ((REQUEST_ID_KEY, request_id),)
-        existing = context.trailing_metadata()
-        context.set_trailing_metadata(_merge_trailing(existing, trailing) if existing else trailing)
+        context.set_trailing_metadata(
+            _merge_trailing(context.trailing_metadata(), ((REQUEST_ID_KEY, request_id),))
+        )
         return None
 
     @staticmethod

@@ -423,9 +423,9 @@ class ValidationPool:
     #: what each trial's model is (its library) and what refitting it costs (seconds)
     kinds: dict[int, str] = field(default_factory=dict)
     costs: dict[int, float] = field(default_factory=dict)
-    #: the trial's own model and the preprocessing it reads, where it made ``outputs`` (no
-    #: cross-validation): a blend of these needs no refit
-    models: dict[int, tuple[TrainedModel, Preprocessor]] = field(default_factory=dict)
+    #: the trial's own model, where it made ``outputs`` (no cross-validation): a blend of
+    #: these needs no refit
+    models: dict[int, TrainedModel] = field(default_factory=dict)
 
     def add(
         self,
@@ -434,7 +434,7 @@ class ValidationPool:
         output: np.ndarray,
         kind: str,
         cost: float,
-        model: tuple[TrainedModel, Preprocessor] | None = None,
+        model: TrainedModel | None = None,
     ) -> None:
         """Keep a trial's outputs (and model) if they cover the rows and it is among the best."""
         if output.shape[0] != self.y.shape[0] or not math.isfinite(value):

@@ -106,16 +106,25 @@ async def test_auto_registers_one_model_of_the_winning_library(
     assert bundle.metadata["model_type"] == name  # type: ignore[attr-defined]
 
 
+async def _auto_study(
+    stack: Stack, name: str, final_fit: str = ""
+) -> tuple[str, pb.Experiment, pb.Experiment]:
+    """(split, created, done) of a small AUTO study on credit_data that blends trials."""
+    split = await make_split(stack, "credit_data", 600, test=True)
+    message = experiment(split, model_type=common_pb2.MODEL_TYPE_AUTO, n_trials=6)
+    message.model_name = f"{name}-{uuid.uuid4().hex[:8]}"
+    message.study.final_fit = final_fit
+    created = await create(stack, message)
+    done = await wait_final(stack, created.name, timeout=150)
+    assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+    return split, created, done
+
+
 async def test_auto_registers_a_blend_of_trials_that_beats_the_best_one(
     stack: Stack, worker: Worker
 ) -> None:
-    split = await make_split(stack, "credit_data", 600, test=True)
-    message = experiment(split, model_type=common_pb2.MODEL_TYPE_AUTO, n_trials=6)
-    message.model_name = f"blend-{uuid.uuid4().hex[:8]}"
-    created = await create(stack, message)
+    _, created, done = await _auto_study(stack, "blend")
     assert created.study.ensemble_size == 3  # AUTO's default
-    done = await wait_final(stack, created.name, timeout=150)
-    assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
 
     bundle = await registered_bundle(stack, done.model_version)
     blend = bundle.metadata["extra"]["blend"]  # type: ignore[attr-defined]
@@ -143,13 +152,7 @@ async def test_without_time_to_refit_the_trials_own_models_are_blended(
 ) -> None:
     # final_fit "trial" stands for a study with no time left to refit anything: it still
     # registers a blend, of the models its trials trained (on the train part), not one trial's.
-    split = await make_split(stack, "credit_data", 600, test=True)
-    message = experiment(split, model_type=common_pb2.MODEL_TYPE_AUTO, n_trials=6)
-    message.model_name = f"trial-blend-{uuid.uuid4().hex[:8]}"
-    message.study.final_fit = "trial"
-    created = await create(stack, message)
-    done = await wait_final(stack, created.name, timeout=150)
-    assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+    split, _, done = await _auto_study(stack, "trial-blend", final_fit="trial")
     assert done.summary.final_fit == "trial"
 
     bundle = await registered_bundle(stack, done.model_version)

@@ -46,7 +46,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import optuna
@@ -731,6 +731,59 @@ class RefitResult:
     final_iterations: int = 0
 
 
+class _BlendMember(NamedTuple):
+    """One trial's model in a blend, with what the final fit records about it."""
+
+    trial: int
+    library: ModelType
+    params: dict[str, Any]
+    prepared: PreparedData  # the data (and preprocessing) the model was trained on
+    model: TrainedModel
+    weight: float
+    iterations: int = 0
+    library_params: dict[str, Any] | None = None  # a refit's (a trial's own: not at hand)
+
+
+def _assemble_blend(
+    members: Sequence[_BlendMember], template: FitResult, started: float
+) -> tuple[FitResult, PreparedData]:
+    """The blend of ``members`` as the FitResult the rest of the final fit reads
+    (``template``: what every member shares, metric, direction and device), with the
+    prepared data whose preprocessing the blend reads."""
+    shared = shared_preprocessor([m.prepared.preprocessor for m in members])
+    model = EnsembleModel.blend(
+        [(m.model, m.prepared.preprocessor, m.weight, m.trial) for m in members], shared
+    )
+    weights = {m.trial: m.weight for m in model.members if m.trial is not None}
+    result = replace(
+        template,
+        model=model,
+        params={
+            "members": [
+                {
+                    "trial": m.trial,
+                    "model_type": m.library.value,
+                    "weight": weights[m.trial],
+                    "params": m.params,
+                }
+                for m in members
+            ]
+        },
+        library_params={
+            str(m.trial): m.library_params for m in members if m.library_params is not None
+        },
+        score=None,
+        metrics={},
+        best_iteration=None,
+        iterations=sum(m.iterations for m in members),
+        stopped_by_callback=False,
+        duration_s=time.perf_counter() - started,
+        extra={},
+    )
+    prepared = next(m.prepared for m in members if m.prepared.preprocessor is shared)
+    return result, prepared
+
+
 def validation_key(experiment: Experiment, number: int) -> str:
     """Where a trial of a parallel study leaves its validation outputs (``.npy``) for the
     finalizing worker's blend; removed once the model is saved."""
@@ -1151,7 +1204,7 @@ class StudyRunner:
                 cost = self._estimate(spec, attrs, data) - ESTIMATE_OVERHEAD_S
                 output = np.concatenate(outputs)
                 # one part: this very model made the outputs (a blend of such needs no refit)
-                model = (last.model, parts[0].preprocessor) if len(parts) == 1 else None
+                model = last.model if len(parts) == 1 else None
                 self._pool(experiment, parts).add(
                     trial.number, value, output, library.value, cost, model=model
                 )
@@ -1525,21 +1578,23 @@ class StudyRunner:
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         pool = self._pools[experiment.id]
         started = time.perf_counter()
-        fitted: list[tuple[int, ModelType, dict, PreparedData, TrainedModel]] = []
-        parts: list[tuple[Any, Any, float, int | None]] = []
+        members = []
         for number, weight in blend.weights.items():
             library, params = trial_params(spec, trials[number])
-            model, preprocessor = pool.models[number]
-            parts.append((model, preprocessor, weight, number))
-            fitted.append((number, library, params, data.prepared(library), model))
-        shared = shared_preprocessor([pre for _, pre, _, _ in parts])
+            rounds = (trials[number].user_attrs.get(ATTR) or {}).get("iterations")
+            members.append(
+                _BlendMember(
+                    number,
+                    library,
+                    params,
+                    data.prepared(library),  # what the trial trained on
+                    pool.models[number],
+                    weight,
+                    iterations=rounds if isinstance(rounds, int) else 0,
+                )
+            )
         kept = self._kept[experiment.id]  # the best trial's, a member of any blend
-        model = EnsembleModel.blend(parts, shared)
-        result = self._blend_result(model, fitted, started, kept.result, {})
-        rounds = [(trials[n].user_attrs.get(ATTR) or {}).get("iterations") for n, *_ in fitted]
-        result = replace(result, iterations=sum(r for r in rounds if isinstance(r, int)))
-        prepared = next(p for _, _, _, p, _ in fitted if p.preprocessor is shared)
-        return result, prepared
+        return _assemble_blend(members, kept.result, started)
 
     def _fit_blend(
         self, experiment: Experiment, data: StudyData, blend: Blend
@@ -1554,58 +1609,35 @@ class StudyRunner:
         pool = self._pools[experiment.id]
         clock = self.clock(experiment)
         started = time.perf_counter()
-        parts: list[tuple[Any, Any, float, int | None]] = []
-        fitted: list[tuple[int, ModelType, dict, PreparedData, FitResult]] = []
+        members: list[_BlendMember] = []
+        first: FitResult | None = None
         for number, weight in blend.weights.items():
             left = clock.remaining()
-            if fitted and left is not None and left < pool.costs[number] + ESTIMATE_OVERHEAD_S:
+            if members and left is not None and left < pool.costs[number] + ESTIMATE_OVERHEAD_S:
                 log.warning("blend member trial %d dropped: no time left to refit it", number)
                 continue
             library, params = trial_params(spec, trials[number])
             prepared = data.prepared_all(library)
             rounds = self._refit_rounds(spec, trials[number], data, prepared.train_rows)
-            result = trainers[library].fit(prepared, params, replace(settings, iterations=rounds))
-            parts.append((result.model, prepared.preprocessor, weight, number))
-            fitted.append((number, library, params, prepared, result))
-        shared = shared_preprocessor([pre for _, pre, _, _ in parts])
-        model = EnsembleModel.blend(parts, shared)
-        weights = {m.trial: m.weight for m in model.members if m.trial is not None}
+            fit = trainers[library].fit(prepared, params, replace(settings, iterations=rounds))
+            first = first or fit
+            members.append(
+                _BlendMember(
+                    number,
+                    library,
+                    params,
+                    prepared,
+                    fit.model,
+                    weight,
+                    iterations=fit.iterations,
+                    library_params=fit.library_params,
+                )
+            )
+        assert first is not None  # the first member is always refit
+        result, prepared = _assemble_blend(members, first, started)
+        weights = {m.trial: m.weight for m in result.model.members if m.trial is not None}  # type: ignore[attr-defined]
         blend = Blend(weights, pool.score(pool.blended_margin(weights)), blend.single_value)
-        fits = {n: r for n, *_, r in fitted}
-        result = self._blend_result(model, fitted, started, fitted[0][4], fits)
-        prepared = next(p for _, _, _, p, _ in fitted if p.preprocessor is shared)
         return result, prepared, blend
-
-    @staticmethod
-    def _blend_result(
-        model: EnsembleModel,
-        members: Sequence[tuple[int, ModelType, dict, PreparedData, Any]],
-        started: float,
-        template: FitResult,
-        fits: Mapping[int, FitResult],
-    ) -> FitResult:
-        """A blend as the FitResult the rest of the final fit reads: ``template`` for what
-        every member shares (metric, direction, device), ``fits`` the members' refits (none
-        when the trials' own models are blended)."""
-        weights = {m.trial: m.weight for m in model.members if m.trial is not None}
-        return replace(
-            template,
-            model=model,
-            params={
-                "members": [
-                    {"trial": n, "model_type": lib.value, "weight": weights[n], "params": params}
-                    for n, lib, params, _, _ in members
-                ]
-            },
-            library_params={str(n): r.library_params for n, r in fits.items()},
-            score=None,
-            metrics={},
-            best_iteration=None,
-            iterations=sum(r.iterations for r in fits.values()),
-            stopped_by_callback=False,
-            duration_s=time.perf_counter() - started,
-            extra={},
-        )
 
     def _refit_rounds(
         self, spec: ExperimentSpec, trial: FrozenTrial, data: StudyData, refit_rows: int
