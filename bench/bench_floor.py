@@ -4,7 +4,10 @@
   the request bytes, in a child process like the inference server), with a one-row Predict
   request as payload, at concurrency 1 and 8: what any gRPC service pays before doing work.
   Then the same handler served by ``arbor_core.server`` (interceptors for telemetry, request
-  id, errors, access log; health; reflection): what Arbor's bootstrap adds to every call.
+  id, errors, access log; health; reflection) on the event loop services run on
+  (``arbor_core.eventloop``: uvloop by default): what Arbor's bootstrap adds to every call. The
+  bare echo on uvloop is measured too, so the loop's share and the bootstrap's stay apart
+  (the floor the targets use is the bare echo on asyncio's own loop).
 * **library**: the model library's own predict on a numpy matrix, one thread, no Arbor code
   (LightGBM ``Booster.predict``, XGBoost ``inplace_predict``, CatBoost ``predict``): 1 row
   p50/p99, rows/s at 1,000 and 10,000 rows.
@@ -46,11 +49,19 @@ ECHO_METHOD = "/arbor.bench.Echo/Echo"
 # --------------------------------------------------------------------------- echo server
 
 
-def serve_echo(bootstrap: bool) -> None:
-    """Child process: a grpc.aio server whose one method returns the request bytes; with
-    ``bootstrap``, served by ``arbor_core.server`` (its interceptors, health, reflection)
-    exactly as a service is, so the difference to the bare echo is the bootstrap's cost."""
+#: ``--serve-echo`` kinds: bare grpc.aio on asyncio's loop, the same on uvloop, Arbor's
+#: bootstrap on the loop services use
+ECHO_KINDS = ("bare", "bare-uvloop", "arbor")
+
+
+def serve_echo(kind: str) -> None:
+    """Child process: a grpc.aio server whose one method returns the request bytes; for
+    ``arbor``, served by ``arbor_core.server`` (its interceptors, health, reflection) on the
+    services' event loop exactly as a service is, so the difference to the bare echo is the
+    bootstrap's cost (and the loop's: ``bare-uvloop`` tells them apart)."""
     import grpc
+
+    from arbor_core import eventloop
 
     async def echo(request: bytes, context: Any) -> bytes:
         return request
@@ -69,7 +80,8 @@ def serve_echo(bootstrap: bool) -> None:
         server.add_generic_rpc_handlers((handler,))
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
-        print(json.dumps({"address": f"127.0.0.1:{port}"}), flush=True)
+        loop = eventloop.loop_name(asyncio.get_running_loop())
+        print(json.dumps({"address": f"127.0.0.1:{port}", "loop": loop}), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         await server.stop(0.5)
 
@@ -91,14 +103,20 @@ def serve_echo(bootstrap: bool) -> None:
 
         runner = build_server(settings, register)
         await runner.start()
-        print(json.dumps({"address": runner.address}), flush=True)
+        loop = eventloop.loop_name(asyncio.get_running_loop())
+        print(json.dumps({"address": runner.address, "loop": loop}), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         await runner.stop(0.5)
 
-    asyncio.run(arbor() if bootstrap else bare())
+    if kind == "bare":
+        asyncio.run(bare())
+    elif kind == "bare-uvloop":
+        eventloop.run(bare(), choice="uvloop")
+    else:
+        eventloop.run(arbor())
 
 
-def measure_echo(requests: int, bootstrap: bool = False) -> dict[str, Any]:
+def measure_echo(requests: int, kind: str = "bare") -> dict[str, Any]:
     import grpc
 
     from arbor.common.v1 import common_pb2
@@ -110,7 +128,7 @@ def measure_echo(requests: int, bootstrap: bool = False) -> dict[str, Any]:
             "-m",
             "bench.bench_floor",
             "--serve-echo",
-            "arbor" if bootstrap else "bare",
+            kind,
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -119,14 +137,14 @@ def measure_echo(requests: int, bootstrap: bool = False) -> dict[str, Any]:
     )
     try:
         assert child.stdout is not None
-        address = json.loads(child.stdout.readline())["address"]
-        channel = grpc.insecure_channel(address)
+        started = json.loads(child.stdout.readline())
+        channel = grpc.insecure_channel(started["address"])
         echo = channel.unary_unary(ECHO_METHOD, request_serializer=None, response_deserializer=None)
         selector = common_pb2.ModelSelector(stage=common_pb2.StageSelector(model="bench"))
         payload = pb.PredictRequest(
             model=selector, input=bi.inline(bi.request_frame(1), "columns")
         ).SerializeToString()
-        out: dict[str, Any] = {"payload_bytes": len(payload)}
+        out: dict[str, Any] = {"payload_bytes": len(payload), "loop": started["loop"]}
         for concurrency in (1, 8):
             count = requests if concurrency == 1 else requests * 2
             p50, p99, wall = bi.measure(lambda: echo(payload, timeout=10), count, concurrency)
@@ -254,10 +272,11 @@ def run(short: bool, models: tuple[str, ...] = bi.MODEL_TYPES) -> dict[str, Any]
         "benchmark": "floor",
         "mode": "short" if short else "full",
         "echo": measure_echo(400 if short else 2000),
-        "echo_bootstrap": measure_echo(400 if short else 2000, bootstrap=True),
+        "echo_uvloop": measure_echo(400 if short else 2000, "bare-uvloop"),
+        "echo_bootstrap": measure_echo(400 if short else 2000, "arbor"),
         "models": {},
     }
-    for key in ("echo", "echo_bootstrap"):
+    for key in ("echo", "echo_uvloop", "echo_bootstrap"):
         print(
             f"  {key} c=1 p50={report[key]['c1']['p50_ms']:.3f}ms "
             f"c=8 p50={report[key]['c8']['p50_ms']:.3f}ms",
@@ -318,10 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true")
     parser.add_argument("--models", default=",".join(bi.MODEL_TYPES))
     parser.add_argument("--output", type=Path, default=RESULTS)
-    parser.add_argument("--serve-echo", choices=("bare", "arbor"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-echo", choices=ECHO_KINDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_echo:
-        serve_echo(args.serve_echo == "arbor")
+        serve_echo(args.serve_echo)
         return 0
     short = args.short or os.environ.get("BENCH_MODE") == "short"
     report = run(short, tuple(m for m in args.models.split(",") if m))

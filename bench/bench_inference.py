@@ -63,6 +63,7 @@ REPO = Path(__file__).resolve().parent.parent
 def serve(work: Path) -> None:
     """Child process: nats-server, registry and inference; prints their addresses, then
     serves until stdin closes."""
+    from arbor_core import eventloop
     from arbor_core.config import load_settings
     from arbor_core.logging import configure_logging
     from arbor_core.testing import NatsServerProcess
@@ -97,15 +98,18 @@ def serve(work: Path) -> None:
         inference = build_inference(settings("inference", service_addresses=addresses))
         await inference.start()
         await asyncio.wait_for(inference.events.subscribed.wait(), 30)  # type: ignore[attr-defined]
-        print(
-            json.dumps({"registry": registry.address, "inference": inference.address}), flush=True
-        )
+        started = {
+            "registry": registry.address,
+            "inference": inference.address,
+            "loop": eventloop.loop_name(asyncio.get_running_loop()),
+        }
+        print(json.dumps(started), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         await inference.stop(1)
         await registry.stop(1)
 
     try:
-        asyncio.run(main())
+        eventloop.run(main())  # the loop a service runs on (uvloop by default)
     finally:
         nats.close()
 
@@ -472,7 +476,9 @@ def run(
         except subprocess.TimeoutExpired:
             child.kill()
         shutil.rmtree(work, ignore_errors=True)
-    return summarize(results, short, models)
+    report = summarize(results, short, models)
+    report["server_event_loop"] = addresses.get("loop", "asyncio")
+    return report
 
 
 def summarize(results: list[Result], short: bool, models: tuple[str, ...]) -> dict[str, Any]:

@@ -197,6 +197,10 @@ def _ms(value: float | None) -> str:
     return f"{value * 1000:.0f} µs" if value < 1 else f"{value:.2f} ms"
 
 
+def _signed_ms(value: float) -> str:
+    return ("+" if value >= 0 else "-") + _ms(abs(value))
+
+
 def _rate(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.0f} rows/s"
 
@@ -222,14 +226,25 @@ def predict_rows(floor: dict[str, Any], inference: dict[str, Any]) -> list[Row]:
                 f"c=8: {_ms(echo8)} / {_ms(echo['c8']['p99_ms'])}",
             )
         )
-    boot = floor.get("echo_bootstrap", {})
-    if boot.get("c1") and echo1 is not None:
+    on_uvloop = floor.get("echo_uvloop", {})
+    if on_uvloop.get("c1") and echo1 is not None:
         rows.append(
             Row(
                 "grpc",
-                "same echo through arbor_core.server (interceptors), p50 / p99 (c=1)",
+                "same bare echo on uvloop, p50 / p99 (c=1)",
+                f"{_ms(on_uvloop['c1']['p50_ms'])} / {_ms(on_uvloop['c1']['p99_ms'])}",
+                f"the loop saves {_ms(echo1 - on_uvloop['c1']['p50_ms'])} per call",
+            )
+        )
+    boot = floor.get("echo_bootstrap", {})
+    if boot.get("c1") and echo1 is not None:
+        loop = boot.get("loop", "asyncio")
+        rows.append(
+            Row(
+                "grpc",
+                f"same echo through arbor_core.server (interceptors, {loop}), p50 / p99 (c=1)",
                 f"{_ms(boot['c1']['p50_ms'])} / {_ms(boot['c1']['p99_ms'])}",
-                f"bootstrap adds {_ms(boot['c1']['p50_ms'] - echo1)} per call",
+                f"vs bare echo: {_signed_ms(boot['c1']['p50_ms'] - echo1)} per call",
             )
         )
     results = inference.get("results", [])

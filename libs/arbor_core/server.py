@@ -47,6 +47,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from arbor_core import eventloop
 from arbor_core.config import Settings, env_flag, load_settings
 from arbor_core.errors import ArborError, FailedPrecondition, InvalidArgument, Unauthenticated
 from arbor_core.logging import configure_logging, request_id_var
@@ -895,6 +896,7 @@ class ServiceRunner:
                 "tls": credentials is not None,
                 "mutual_tls": self.mutual_tls,
                 "auth": bool(self.settings.auth_tokens),
+                "event_loop": eventloop.loop_name(asyncio.get_running_loop()),
             },
         )
         return port
@@ -1045,7 +1047,7 @@ def run_service(settings: Settings, build: Callable[[Settings], Awaitable[Servic
         await runner.serve_until_signal()
 
     try:
-        asyncio.run(main())
+        eventloop.run(main())
     except ArborError as exc:  # a configuration problem found at start-up: say it as JSON
         log.error(
             "cannot start: %s",

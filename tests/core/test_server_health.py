@@ -302,10 +302,17 @@ def _service_script(tmp_path: Path, host: str = "127.0.0.1") -> Path:
     return script
 
 
-async def test_run_service_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
-    """The real entry point in its own process: JSON logs on stderr, clean exit on SIGTERM."""
+@pytest.mark.parametrize("loop", ["", "asyncio"])
+async def test_run_service_stops_gracefully_on_sigterm(tmp_path: Path, loop: str) -> None:
+    """The real entry point in its own process: JSON logs on stderr, clean exit on SIGTERM,
+    on uvloop by default and on asyncio's loop when ``ARBOR_EVENT_LOOP`` asks for it."""
     script = _service_script(tmp_path)
-    env = {**os.environ, "ARBOR_OTEL_EXPORTER": "none", "ARBOR_LOG_LEVEL": "INFO"}
+    env = {
+        **os.environ,
+        "ARBOR_OTEL_EXPORTER": "none",
+        "ARBOR_LOG_LEVEL": "INFO",
+        "ARBOR_EVENT_LOOP": loop,
+    }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(script), stderr=asyncio.subprocess.PIPE, env=env
     )
@@ -320,6 +327,7 @@ async def test_run_service_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
                 lines.append(json.loads(raw))
                 if lines[-1]["message"] == "serving":
                     address = str(lines[-1]["address"])
+                    assert lines[-1]["event_loop"] == (loop or "uvloop")
         channel = grpc.aio.insecure_channel(address)
         try:
             await wait_until(lambda: _is(channel, "", SERVING))
@@ -340,6 +348,21 @@ async def test_run_service_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     messages = [json.loads(line)["message"] for line in rest.splitlines() if line.startswith(b"{")]
     assert "shutting down" in messages and messages[-1] == "stopped"
     assert all(line["service"] == "probe" for line in lines)
+
+
+async def test_run_service_refuses_an_unknown_event_loop_as_json(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(_service_script(tmp_path)),
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "ARBOR_OTEL_EXPORTER": "none", "ARBOR_EVENT_LOOP": "trio"},
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    last = [json.loads(line) for line in err.splitlines() if line.startswith(b"{")][-1]
+    assert last["reason"] == "EVENT_LOOP_INVALID"
+    assert "ARBOR_EVENT_LOOP" in last["message"] and "'trio'" in last["message"]
+    assert b"Traceback" not in err
 
 
 async def test_run_service_reports_a_refused_start_as_json(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from arbor.common.v1 import common_pb2
 from arbor.registry.v1 import registry_service_pb2 as registry_pb
 from arbor.registry.v1 import registry_service_pb2_grpc as registry_grpc
 from arbor.training.v1 import training_service_pb2
+from arbor_core import eventloop
 from arbor_core.artifacts import open_store
 from arbor_core.clients import service_channel
 from arbor_core.config import Settings, env_flag, env_float, load_settings
@@ -494,7 +495,7 @@ def main() -> None:
         LibraryPreload().start()
     started = time.monotonic()
     try:
-        asyncio.run(run_until_signal(settings))
+        eventloop.run(run_until_signal(settings))
     finally:
         if metrics_endpoint is not None:
             metrics_endpoint.stop()
