@@ -66,7 +66,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -325,8 +325,49 @@ class CompiledPredictor:
             )
         )
 
+    def row_predictor(self) -> RowPredictor:
+        """A caller of one row at a time with buffers of its own (see :class:`RowPredictor`)."""
+        return RowPredictor(self)
+
     def __repr__(self) -> str:
         return f"CompiledPredictor({self.path.name}, features={self.n_features})"
+
+
+class RowPredictor:
+    """One row of Python floats through the compiled function, into preallocated C buffers.
+
+    Why: for a single row, ``predict``'s numpy (a contiguous copy, an output array, two
+    ``.ctypes`` lookups) costs several times the trees themselves. Here the row is copied into
+    a ctypes array whose address is known and the outputs read back as floats: the same C
+    function on the same float64 values, so the same numbers. One caller at a time: a call
+    that finds the buffers busy (another thread) answers None and the caller takes ``predict``.
+    """
+
+    def __init__(self, predictor: CompiledPredictor) -> None:
+        self.predictor = predictor
+        self._fn = predictor._fn
+        self._x = (ctypes.c_double * predictor.n_features)()
+        self._out = (ctypes.c_double * predictor.n_outputs)()
+        self._args = (
+            ctypes.addressof(self._x),
+            1,
+            predictor.n_features,
+            0,
+            ctypes.addressof(self._out),
+        )
+        self._busy = threading.Lock()
+
+    def __call__(self, row: Sequence[float]) -> list[float] | None:
+        """The raw outputs of ``row`` (``n_features`` floats), or None when busy or failed."""
+        if not self._busy.acquire(blocking=False):
+            return None
+        try:
+            self._x[:] = row  # type: ignore[call-overload]  # any sequence of floats will do
+            if self._fn(*self._args) != 0:
+                return None
+            return self._out[:]
+        finally:
+            self._busy.release()
 
 
 _loads = itertools.count()

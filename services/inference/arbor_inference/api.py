@@ -8,6 +8,7 @@ event loop.
 from __future__ import annotations
 
 import functools
+import struct
 import time
 from typing import Any, NamedTuple
 
@@ -24,6 +25,7 @@ from arbor_inference.domain import (
     Inference,
     PredictInput,
     PredictResult,
+    RowResult,
     ServedModel,
 )
 from arbor_inference.inputs import WireInput, encode_varint
@@ -121,6 +123,25 @@ def render_predict(result: PredictResult) -> bytes | pb.PredictResponse:
     return b"".join(wire)
 
 
+_ONE_ROW = _ROW_COUNT_TAG + encode_varint(1)
+_ONE_VALUE = _VALUES_TAG + encode_varint(8)
+
+
+def render_row(result: RowResult) -> bytes:
+    """The PredictResponse for one row from the single-row lane: the same bytes
+    ``render_predict`` writes for a one-row ``PredictResult`` with these values."""
+    wire = [_fixed_fields(result.served, tuple(result.classes)), _ONE_ROW]
+    if result.label_index is not None:
+        wire.append(_label_elements(result.class_values).elements[result.label_index])
+        probabilities = result.probabilities
+        if probabilities is not None:
+            payload = struct.pack(f"<{len(probabilities)}d", *probabilities)
+            wire.append(_PROBABILITIES_TAG + encode_varint(len(payload)) + payload)
+    else:
+        wire.append(_ONE_VALUE + struct.pack("<d", result.value))
+    return b"".join(wire)
+
+
 def render_explain(result: ExplainResult) -> pb.ExplainResponse:
     response = pb.ExplainResponse(
         served_model=served_proto(result.served),
@@ -205,6 +226,9 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             deadline=_deadline(context),
             wire=wire,
         )
+        row = self.inference.predict_row(command)
+        if row is not None:
+            return render_row(row)
         return await self.inference.predict(command, render_predict)
 
     async def Explain(

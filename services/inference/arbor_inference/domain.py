@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import unquote
 
 import numpy as np
@@ -63,6 +63,7 @@ from arbor_inference.inputs import (
     WireInput,
     count_rows,
     decode,
+    single_row_doubles,
 )
 from arbor_inference.resolver import ResolvedVersion, Resolver, Selector
 from arbor_ml import ModelBundle, TaskType, load_bundle
@@ -218,6 +219,20 @@ class PredictResult:
     arrow_ipc: bytes | None = None
 
 
+class RowResult(NamedTuple):
+    """The answer for one row from the single-row lane (``Inference.predict_row``): what a
+    one-row ``PredictResult`` says, as plain Python values."""
+
+    served: ServedModel
+    classes: list[str]
+    class_values: list[Any]
+    #: classification: the class index, and the probabilities when asked for
+    label_index: int | None
+    probabilities: list[float] | None
+    #: regression
+    value: float | None
+
+
 class ExplainMethod:
     """The request's and the answer's method, as the proto enum numbers."""
 
@@ -269,6 +284,8 @@ class LoadedModel:
     class_values: list[Any]
     classes: list[str]
     nbytes: int
+    #: one all-double row may take ``Inference.predict_row`` (checked at load)
+    row_lane: bool = False
 
     def predict_raw(
         self, table: Table, fast_max_rows: int, numeric_batches: bool = True, threads: int = 1
@@ -372,6 +389,7 @@ def load_model(
         classes=classes_text,
         nbytes=nbytes,
     )
+    model.row_lane = _row_lane_agrees(model)
     log.info(
         "loaded %s (%s %s) in %.0f ms, fast path %s",
         version.name,
@@ -382,6 +400,69 @@ def load_model(
         extra={"model_version": version.name, "bytes": nbytes},
     )
     return model
+
+
+#: Rows the single-row lane is checked on at load time.
+ROW_LANE_CHECK_ROWS = 16
+
+
+def _row_outcome(
+    model: LoadedModel, row: tuple[float, ...], include_probabilities: bool
+) -> tuple[int | None, list[float] | None, float | None] | None:
+    """(label index, probabilities, value) of one row, as ``_postprocess`` would give them
+    for a one-row batch; None when the lane cannot answer (the general path then does)."""
+    assert model.fast is not None
+    raw = model.fast.predict_row(row)
+    if raw is None:
+        return None
+    post = model.bundle.postprocessor
+    task = model.task
+    if task.is_classification:
+        if task is TaskType.BINARY:
+            label = 1 if raw[1] >= post.threshold else 0
+        elif any(v != v for v in raw):  # NaN: np.argmax's rule is not max()'s
+            return None
+        else:
+            label = raw.index(max(raw))  # the first maximum, as np.argmax
+        return label, (raw if include_probabilities else None), None
+    value = float(post.values(np.array(raw, dtype=np.float64))[0])
+    return None, None, value
+
+
+def _row_lane_agrees(model: LoadedModel) -> bool:
+    """Whether the single-row lane answers as the general path does (labels equal,
+    numbers within 1e-9), on rows drawn at load time; off (logged) otherwise."""
+    fast = model.fast
+    if fast is None or not fast.direct or not model.spec.all_float64:
+        return False
+    rng = np.random.default_rng(0)
+    names = model.spec.name_list
+    try:
+        for _ in range(ROW_LANE_CHECK_ROWS):
+            row = tuple(rng.normal(0, 3, len(names)).tolist())
+            table = Table.from_matrix(names, np.array(row).reshape(-1, 1))
+            expected = _postprocess(model, None, model.predict_raw(table, 1), True)  # type: ignore[arg-type]
+            got = _row_outcome(model, row, True)
+            if got is None:
+                return False
+            label, probabilities, value = got
+            if expected.label_index is not None:
+                assert expected.probabilities is not None and probabilities is not None
+                same = label == int(expected.label_index[0]) and np.allclose(
+                    probabilities, expected.probabilities[0], rtol=1e-9, atol=1e-12
+                )
+            else:
+                assert expected.values is not None and value is not None
+                same = np.allclose(value, expected.values[0], rtol=1e-9, atol=1e-12)
+            if not same:
+                log.warning(
+                    "single-row lane off for %s: it disagrees with the batch path", model.name
+                )
+                return False
+    except Exception:
+        log.exception("single-row lane off for %s: its check failed", model.name)
+        return False
+    return True
 
 
 def _enable_compiled(bundle: ModelBundle, name: str) -> None:
@@ -487,6 +568,8 @@ class Inference:
         )
         self.resolver = resolver_factory(self._ensure_loaded)
         self.events_handled = 0
+        #: one-row Predicts the single-row lane answered (``predict_row``)
+        self.row_lane_calls = 0
         self.cores = CoreShare(self.options.workers)
 
     # -- models ------------------------------------------------------------------------
@@ -527,6 +610,37 @@ class Inference:
         return version, model
 
     # -- predict ------------------------------------------------------------------------
+
+    def predict_row(self, request: PredictInput) -> RowResult | None:
+        """The single-row lane: one all-double row of a loaded numeric model, answered on the
+        spot with plain floats (no batch, no numpy on the way for a compiled model); None when
+        the request is anything else, and ``predict`` answers it (and names any problem).
+
+        Why: a one-row Predict spends most of its time in the batch path's fixed costs (a
+        table, a matrix, arrays of one element), several times the trees themselves.
+        """
+        data = request.data
+        if data is None or request.arrow_output:
+            return None
+        version = self.resolver.lookup(request.selector)
+        model = None if version is None else self.models.peek(version.key)
+        if model is None or not model.row_lane:
+            return None
+        assert version is not None
+        row = single_row_doubles(data, model.spec)
+        if row is None:
+            return None
+        _check_deadline(request.deadline)
+        try:
+            outcome = _row_outcome(model, row, request.include_probabilities)
+        except Exception:  # the general path answers, and detaches a failing compiled model
+            log.exception("single-row lane failed for %s; the batch path answers", model.name)
+            return None
+        if outcome is None:
+            return None
+        arbor_metrics.predictions_served(1, model=version.model)
+        self.row_lane_calls += 1
+        return RowResult(_served_model(version), model.classes, model.class_values, *outcome)
 
     async def predict(self, request: PredictInput, render: Callable[[PredictResult], T]) -> T:
         """Resolve, load, then decode + predict + ``render`` in one thread-pool hop (small
@@ -781,6 +895,7 @@ __all__ = [
     "LoadedModel",
     "PredictInput",
     "PredictResult",
+    "RowResult",
     "ServedModel",
     "ServingOptions",
     "load_model",

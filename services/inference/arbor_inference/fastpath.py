@@ -33,7 +33,8 @@ and every batch takes the Polars path.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -90,7 +91,7 @@ class FastPath:
         #: without categorical columns the replay is pure numpy at any batch size
         self.numeric_only = not self._categorical
         #: the features are exactly the input columns, in order: a decoded matrix is used as is
-        self._direct = self.numeric_only and [n for n, _ in self._numeric] == spec.names
+        self.direct = self.numeric_only and [n for n, _ in self._numeric] == spec.names
         #: small CatBoost batches may use ``arbor_ml.oblivious`` (numeric features only)
         self.allow_oblivious = oblivious and self.numeric_only
         #: ``arbor_ml.oblivious`` predictor for small CatBoost batches (None: CatBoost's own)
@@ -106,6 +107,12 @@ class FastPath:
             )
         self._predict = _predictor(bundle, self)
         self.n_features = len(pre.feature_names)
+        #: a single LightGBM/XGBoost model: one row may go straight to its compiled function
+        self._model = bundle.model
+        self._task = bundle.model.task
+        single = getattr(bundle.model, "members", None) is None
+        self._row_library = bundle.model.library if single else None
+        self._row_call: tuple[Any, Any] | None = None  # (compiled predictor, its RowPredictor)
 
     @classmethod
     def build(
@@ -142,7 +149,7 @@ class FastPath:
     def predict_raw(self, table: Table, threads: int = 1) -> np.ndarray:
         """Raw outputs; the model call of a large batch may use ``threads`` threads."""
         n = table.height
-        if self._direct and table.matrix is not None:  # all present: no fills to apply
+        if self.direct and table.matrix is not None:  # all present: no fills to apply
             return self._predict(table.matrix.T, [], n, threads)
         columns = [table.columns[name] for name, _ in self._numeric]
         if not all(isinstance(c, NumericColumn) for c in columns):
@@ -160,6 +167,38 @@ class FastPath:
             values = column.to_list() if isinstance(column, pl.Series) else _numeric_as_list(column)
             categorical.append(encode(values))
         return self._predict(numeric, categorical, n, threads)
+
+    def predict_row(self, row: Sequence[float]) -> list[float] | None:
+        """One row of the signature's columns, all present and finite, in its order -> the
+        row's raw outputs as floats, exactly ``predict_raw``'s row 0; None for a model whose
+        features are not those columns as they are.
+
+        A compiled LightGBM/XGBoost model takes the row through its C function with buffers
+        of its own (``RowPredictor``: no numpy on the way); anything else through the
+        predictor ``predict_raw`` uses, on a one-row matrix.
+        """
+        if not self.direct:
+            return None
+        if self._row_library in ("lightgbm", "xgboost"):
+            out = self._compiled_row(row)
+            if out is not None:
+                return out
+        raw = self._predict(np.array(row, dtype=np.float64).reshape(1, -1), [], 1, 1)
+        return raw[0].tolist() if raw.ndim == 2 else raw.tolist()
+
+    def _compiled_row(self, row: Sequence[float]) -> list[float] | None:
+        compiled = self._model.compiled  # attached (or detached) at any time
+        if compiled is None:
+            return None
+        cached = self._row_call
+        if cached is None or cached[0] is not compiled:
+            cached = self._row_call = (compiled, compiled.row_predictor())
+        if self._row_library == "xgboost":
+            row = array("f", row)  # what its fast path feeds it: float32 values (as doubles)
+        out = cached[1](row)
+        if out is not None and self._task is TaskType.BINARY and len(out) == 1:
+            return [1.0 - out[0], out[0]]  # as ``shape`` makes both columns of (n, 1)
+        return out
 
 
 def _numeric_as_list(column: NumericColumn) -> list[Any]:

@@ -61,6 +61,7 @@ __all__ = [
     "count_rows",
     "decode",
     "parse_dtype",
+    "single_row_doubles",
 ]
 
 
@@ -697,6 +698,21 @@ def _wire_layouts(spec: InputSpec) -> dict[int, _WireLayout | None]:
         built[len(zeros)] = layout._replace(expected=layout.structure.unpack(zeros))
     layouts.update(built)
     return layouts
+
+
+def single_row_doubles(data: common_pb2.InlineData, spec: InputSpec) -> tuple[float, ...] | None:
+    """One row of exactly the signature's double columns, in its order, all finite, as
+    floats; None for anything else (another shape, more rows, a null, NaN: the general
+    decoder takes those and names any problem). The row is checked against the expected
+    wire layout as ``_decode_small_doubles`` checks a batch."""
+    if not spec.all_float64:
+        return None
+    wire = data.columns.SerializeToString()  # b"" when the input is not typed columns
+    layout = _wire_layouts(spec).get(len(wire))
+    if layout is None or layout.rows != 1 or layout.structure.unpack(wire) != layout.expected:
+        return None
+    values: tuple[float, ...] = layout.values.unpack(wire)
+    return values if all(map(math.isfinite, values)) else None
 
 
 def _decode_small_doubles(
