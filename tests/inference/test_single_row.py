@@ -13,6 +13,7 @@ import pytest
 from inference_support import (
     TEST_OPTIONS,
     Stack,
+    arrow_ipc,
     columnar,
     json_rows,
     model_version_message,
@@ -58,6 +59,8 @@ def test_a_row_of_the_signatures_doubles_is_read_straight_from_its_bytes(tmp_pat
     bundle, frame = numeric_bundle("lightgbm", "binary", features=4, trees=5, rows=200)
     spec = loaded(bundle, tmp_path).spec
     assert single_row_doubles(columnar(frame[:1]), spec) == tuple(frame.row(0))
+    shuffled = frame[:1].select(reversed(frame.columns))  # JSON fields: any order
+    assert single_row_doubles(json_rows(shuffled), spec) == tuple(frame.row(0))
 
 
 @pytest.mark.parametrize(
@@ -69,7 +72,12 @@ def test_a_row_of_the_signatures_doubles_is_read_straight_from_its_bytes(tmp_pat
         "columns in another order",
         "a column missing",
         "an extra column",
-        "json rows",
+        "two json rows",
+        "a json null",
+        "a json string",
+        "a json field missing",
+        "an extra json field",
+        "arrow",
         "no input",
     ],
 )
@@ -84,7 +92,12 @@ def test_anything_else_is_left_to_the_batch_path(change: str, tmp_path: Path) ->
         "columns in another order": lambda: columnar(row.select(reversed(row.columns))),
         "a column missing": lambda: columnar(row.drop("f3")),
         "an extra column": lambda: columnar(row.with_columns(pl.lit(1.0).alias("zz"))),
-        "json rows": lambda: json_rows(row),
+        "two json rows": lambda: json_rows(frame[:2]),
+        "a json null": lambda: json_rows(row.with_columns(pl.lit(None).alias("f1"))),
+        "a json string": lambda: json_rows(row.with_columns(pl.lit("1.5").alias("f1"))),
+        "a json field missing": lambda: json_rows(row.drop("f0")),
+        "an extra json field": lambda: json_rows(row.with_columns(pl.lit(2.0).alias("zz"))),
+        "arrow": lambda: arrow_ipc(row),
         "no input": common_pb2.InlineData,
     }[change]()
     assert single_row_doubles(data, spec) is None
@@ -198,8 +211,9 @@ async def test_a_served_row_answers_as_the_same_row_in_a_batch(
         inference = runner.inference  # type: ignore[attr-defined]
         for i in range(4):
             row = frame[i : i + 1]
+            shape = columnar if i % 2 else json_rows
             alone = await stub.Predict(
-                pb.PredictRequest(model=selector, input=columnar(row), include_probabilities=True)
+                pb.PredictRequest(model=selector, input=shape(row), include_probabilities=True)
             )
             in_batch = await stub.Predict(  # two rows: the batch path
                 pb.PredictRequest(

@@ -701,18 +701,41 @@ def _wire_layouts(spec: InputSpec) -> dict[int, _WireLayout | None]:
 
 
 def single_row_doubles(data: common_pb2.InlineData, spec: InputSpec) -> tuple[float, ...] | None:
-    """One row of exactly the signature's double columns, in its order, all finite, as
-    floats; None for anything else (another shape, more rows, a null, NaN: the general
-    decoder takes those and names any problem). The row is checked against the expected
-    wire layout as ``_decode_small_doubles`` checks a batch."""
+    """One row of exactly the signature's double columns, all finite, as floats: typed
+    columns in the signature's order (checked against the expected wire layout, as
+    ``_decode_small_doubles`` checks a batch) or one JSON row of numbers; None for anything
+    else (more rows, a null, NaN, Arrow: the general decoder takes those and names any
+    problem)."""
     if not spec.all_float64:
         return None
-    wire = data.columns.SerializeToString()  # b"" when the input is not typed columns
+    shape = data.WhichOneof("data")
+    if shape == "json_rows":
+        return _json_row_doubles(data.json_rows.rows, spec.name_list)
+    if shape != "columns":
+        return None
+    wire = data.columns.SerializeToString()
     layout = _wire_layouts(spec).get(len(wire))
     if layout is None or layout.rows != 1 or layout.structure.unpack(wire) != layout.expected:
         return None
     values: tuple[float, ...] = layout.values.unpack(wire)
     return values if all(map(math.isfinite, values)) else None
+
+
+def _json_row_doubles(rows: Any, names: list[str]) -> tuple[float, ...] | None:
+    """One JSON row whose fields are exactly ``names``, each a number (a null, a string, a
+    missing or an extra field: None, for the general decoder)."""
+    if len(rows) != 1:
+        return None
+    fields = rows[0].fields
+    if len(fields) != len(names):
+        return None
+    values = []
+    for name in names:
+        value = fields.get(name)
+        if value is None or value.WhichOneof("kind") != "number_value":
+            return None
+        values.append(value.number_value)
+    return tuple(values) if all(map(math.isfinite, values)) else None
 
 
 def _decode_small_doubles(
