@@ -14,6 +14,12 @@ other than float features and any model-JSON field it does not know are refused:
 caller keeps using ``CatBoost.predict``. Trees are summed in model order, as CatBoost does,
 so raw values are the same floats (checked at build; the allowed difference is 1e-6).
 
+Where a C compiler is (the one ``arbor_ml.compiled`` uses), the trees are walked by one small
+C function instead (:func:`native_evaluator`: model-independent, built once per machine into
+the compiled-inference cache): the same float32 comparisons and the same tree-by-tree sums,
+without numpy's temporaries; one row of 300 trees in a few microseconds instead of ~30.
+Without a compiler, or with ``ARBOR_COMPILED_INFERENCE=off``, the numpy code runs.
+
 Use::
 
     predictor = build_checked(native, "Probability")   # None (logged) when not replicable
@@ -22,10 +28,16 @@ Use::
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import json
 import logging
+import os
+import platform
 import sys
 import tempfile
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +72,102 @@ _GATHER_BITS = np.uint64(0x0102040810204080)
 
 class Unsupported(Exception):
     """The model uses something this predictor does not replay exactly."""
+
+
+# --------------------------------------------------------------------------- C evaluator
+
+_EVALUATOR_C = r"""
+#include <math.h>
+#include <stdint.h>
+
+/* Oblivious trees over a row-major float32 matrix: tree t's level s tests feature
+   feat[t * slots + s] > border[t * slots + s] (NaN: false, or true where nan_true says so);
+   the bits pick leaf (t << depth) + index of dim doubles, summed tree after tree into out
+   (n x dim). Padding levels have border +inf: their bit is always 0. */
+int32_t arbor_oblivious_raw(const float* x, int64_t n, int64_t n_features, int64_t n_trees,
+                            int32_t slots, int32_t depth, const int64_t* feat,
+                            const float* border, const uint8_t* nan_true,
+                            const double* leaves, int32_t dim, double* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = x + i * n_features;
+    double* o = out + i * dim;
+    for (int32_t d = 0; d < dim; ++d) o[d] = 0.0;
+    for (int64_t t = 0; t < n_trees; ++t) {
+      const int64_t base = t * slots;
+      uint64_t index = 0;
+      for (int32_t s = 0; s < slots; ++s) {
+        const float v = row[feat[base + s]];
+        uint64_t bit = v > border[base + s];
+        if (nan_true != 0 && nan_true[base + s] && isnan(v)) bit = 1;
+        index |= bit << s;
+      }
+      const double* leaf = leaves + ((t << depth) + (int64_t)index) * dim;
+      for (int32_t d = 0; d < dim; ++d) o[d] += leaf[d];
+    }
+  }
+  return 0;
+}
+"""
+
+_evaluator_lock = threading.Lock()
+_evaluator: list[Any] = []  # [] not tried yet, [None] unavailable, [fn] built
+
+
+def native_evaluator() -> Any | None:
+    """The C function ``arbor_oblivious_raw`` (built on first use into the compiled-inference
+    cache, reused from there after), or None without a compiler or with compiled inference
+    off (the numpy code then runs)."""
+    if _evaluator:
+        return _evaluator[0]
+    with _evaluator_lock:
+        if not _evaluator:
+            _evaluator.append(_load_evaluator())
+    return _evaluator[0]
+
+
+def _load_evaluator() -> Any | None:
+    from arbor_ml import compiled
+
+    if compiled.mode() == "off":
+        return None
+    cc = compiled.compiler()
+    tag = hashlib.sha256(f"{_EVALUATOR_C}|{cc}|{platform.machine()}".encode()).hexdigest()[:16]
+    target = compiled.default_cache_dir() / f"oblivious-{tag}.so"
+    try:
+        if not target.exists():
+            if cc is None:
+                return None
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="arbor-oblivious-", dir=target.parent) as tmp:
+                source = Path(tmp) / "oblivious.c"
+                source.write_text(_EVALUATOR_C)
+                built = Path(tmp) / "oblivious.so"
+                error = compiled._run(
+                    [cc, "-shared", *compiled.OPT_FLAGS, "-o", str(built), str(source), "-lm"]
+                )
+                if error:
+                    raise RuntimeError(f"compiler failed: {error}")
+                os.replace(built, target)
+        fn = compiled._dlopen(target).arbor_oblivious_raw
+    except Exception:
+        log.warning("oblivious trees in numpy: the C evaluator is unavailable", exc_info=True)
+        return None
+    fn.restype = ctypes.c_int32
+    fn.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int32,
+        ctypes.c_int32,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int32,
+        ctypes.c_void_p,
+    ]
+    return fn
 
 
 class ObliviousPredictor:
@@ -148,6 +256,35 @@ class ObliviousPredictor:
         self._transform = _transform(prediction_type, params, dim)
         #: batches predicted (lets a caller or a test see that this path is taken)
         self.calls = 0
+        #: the C evaluator and the model's arrays as it reads them (None: numpy)
+        self.native = native_evaluator()
+        self._c_feat = np.ascontiguousarray(self._feat, dtype=np.int64)
+        self._c_border = np.ascontiguousarray(self._border, dtype=np.float32)
+        self._c_nan = (
+            None if self._nan_true is None else np.ascontiguousarray(self._nan_true, np.uint8)
+        )
+        self._c_leaves = np.ascontiguousarray(self._leaves, dtype=np.float64)
+        self._c_args = (
+            n_features,
+            n_trees,
+            slots,
+            depth,
+            self._c_feat.ctypes.data,
+            self._c_border.ctypes.data,
+            None if self._c_nan is None else self._c_nan.ctypes.data,
+            self._c_leaves.ctypes.data,
+            dim,
+        )
+        self._row_x = (ctypes.c_float * n_features)()
+        self._row_out = (ctypes.c_double * dim)()
+        self._row_x_address = ctypes.addressof(self._row_x)
+        self._row_out_address = ctypes.addressof(self._row_out)
+        self._row_busy = threading.Lock()
+        self._bias_list: list[float] = self._bias.tolist()
+        loss = params.get("loss_function", {}).get("type")
+        self._row_sigmoid = (
+            prediction_type == "Probability" and dim == 1 and loss in _SIGMOID_LOSSES
+        )
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """``RawFormulaVal`` as ``(n, dim)`` float64."""
@@ -155,6 +292,11 @@ class ObliviousPredictor:
         if x32.ndim != 2 or x32.shape[1] != self.n_features:
             raise ValueError(f"expected (rows, {self.n_features}) features, got {x32.shape}")
         n = x32.shape[0]
+        if self.native is not None:
+            x32 = np.ascontiguousarray(x32)
+            out = np.empty((n, self.dim), dtype=np.float64)
+            self.native(x32.ctypes.data, n, *self._c_args, out.ctypes.data)
+            return self._scaled(out)
         values = np.take(x32, self._feat, axis=1)  # (n, T*slots), C order (x[:, i] is not)
         bits = values > self._border  # NaN compares False: "AsFalse" and "AsIs"
         if self._nan_true is not None:
@@ -172,7 +314,34 @@ class ObliviousPredictor:
             total = gathered.sum(axis=0)
         else:
             total = np.cumsum(gathered, axis=0)[-1]
-        total = total.reshape(n, self.dim)
+        return self._scaled(total.reshape(n, self.dim))
+
+    def predict_row(self, row: Sequence[float]) -> list[float] | None:
+        """``predict`` of one row of floats, as a list of floats (row 0 of ``predict``; one
+        value for a single-output raw prediction), through the C
+        evaluator with buffers of its own; None without it, or while another thread is in
+        the buffers (the caller then takes ``predict``)."""
+        if self.native is None or not self._row_busy.acquire(blocking=False):
+            return None
+        try:
+            self._row_x[:] = row  # type: ignore[call-overload]  # float32, as np.float32(v)
+            self.native(self._row_x_address, 1, *self._c_args, self._row_out_address)
+            raw = self._row_out[:]
+        finally:
+            self._row_busy.release()
+        self.calls += 1
+        scale, bias = self._scale, self._bias_list
+        if scale != 1.0:
+            raw = [v * scale for v in raw]
+        raw = [v + b for v, b in zip(raw, bias, strict=True)]
+        if self._row_sigmoid:
+            p1 = 1.0 / (1.0 + np.exp(-np.float64(raw[0])))  # numpy's exp, as ``predict``'s
+            return [float(1.0 - p1), float(p1)]
+        if self.prediction_type == "RawFormulaVal":
+            return raw
+        return self._transform(np.array([raw], dtype=np.float64))[0].tolist()  # type: ignore[no-any-return]
+
+    def _scaled(self, total: np.ndarray) -> np.ndarray:
         if self._scale != 1.0:
             total *= self._scale
         total += self._bias

@@ -46,6 +46,47 @@ CASES = [
 
 
 @pytest.mark.parametrize(("loss", "prediction_type", "params"), CASES)
+def test_the_c_evaluator_and_numpy_give_the_same_floats(
+    loss: str, prediction_type: str, params: dict
+) -> None:
+    model = _fit(loss, **params, depth=5)  # 5 levels in 8 slots: padding must read as 0
+    predictor = oblivious.build(model, prediction_type)
+    if predictor.native is None:
+        pytest.skip("no C compiler: numpy only")
+    rows = oblivious.check_rows(predictor, 400, seed=3)
+    in_c = predictor.raw(rows)
+    predictor.native = None
+    np.testing.assert_array_equal(in_c, predictor.raw(rows))
+
+
+@pytest.mark.parametrize(("loss", "prediction_type", "params"), CASES)
+def test_one_row_as_floats_is_row_0_of_predict(
+    loss: str, prediction_type: str, params: dict
+) -> None:
+    predictor = oblivious.build(_fit(loss, **params), prediction_type)
+    if predictor.native is None:
+        pytest.skip("no C compiler: numpy only")
+    for row in oblivious.check_rows(predictor, 40, seed=5).astype(np.float64):
+        expected = np.atleast_1d(predictor.predict(row[None, :])[0]).tolist()
+        assert predictor.predict_row(row.tolist()) == expected
+    with predictor._row_busy:  # another thread in the buffers: the caller takes predict
+        assert predictor.predict_row(row.tolist()) is None
+
+
+def test_no_c_evaluator_when_compiled_inference_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARBOR_COMPILED_INFERENCE", "off")
+    assert oblivious._load_evaluator() is None
+    model = _fit("RMSE")
+    monkeypatch.setattr(oblivious, "_evaluator", [None])  # as a process started with it off
+    predictor = oblivious.build(model, "RawFormulaVal")
+    assert predictor.native is None
+    x = oblivious.check_rows(predictor, 50)
+    np.testing.assert_allclose(
+        predictor.raw(x).reshape(-1), model.predict(x, prediction_type="RawFormulaVal"), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(("loss", "prediction_type", "params"), CASES)
 def test_same_numbers_as_catboost(loss: str, prediction_type: str, params: dict) -> None:
     model = _fit(loss, **params)
     predictor = oblivious.build(model, prediction_type)

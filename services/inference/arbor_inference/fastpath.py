@@ -174,13 +174,18 @@ class FastPath:
         features are not those columns as they are.
 
         A compiled LightGBM/XGBoost model takes the row through its C function with buffers
-        of its own (``RowPredictor``: no numpy on the way); anything else through the
-        predictor ``predict_raw`` uses, on a one-row matrix.
+        of its own (``RowPredictor``: no numpy on the way), a CatBoost model through the C
+        evaluator of its oblivious trees (``ObliviousPredictor.predict_row``); anything else
+        through the predictor ``predict_raw`` uses, on a one-row matrix.
         """
         if not self.direct:
             return None
         if self._row_library in ("lightgbm", "xgboost"):
             out = self._compiled_row(row)
+            if out is not None:
+                return out
+        elif self._row_library == "catboost" and self.oblivious is not None:
+            out = self.oblivious.predict_row(row)  # the model's output type, as ``predict``
             if out is not None:
                 return out
         raw = self._predict(np.array(row, dtype=np.float64).reshape(1, -1), [], 1, 1)
