@@ -179,6 +179,21 @@ def library_call(bundle: Any) -> Any:
     )
 
 
+def oblivious_floor(bundle: Any, requests: int) -> dict[str, Any]:
+    """One row through ``arbor_ml.oblivious`` (CatBoost's trees walked in C, or numpy without
+    a compiler), as the inference fast path calls it: the 1-row floor Arbor's CatBoost
+    answers are judged against."""
+    from arbor_ml.oblivious import build_checked
+
+    arrays = build_checked(bundle.model.native, bundle.model.output_prediction_type)
+    if arrays is None:
+        return {"unavailable": "not replicable (see log)"}
+    x = np.ascontiguousarray(bi.request_frame(1).to_numpy(), dtype=np.float64)
+    out: dict[str, Any] = {"1": timed(arrays.predict, x, requests)}
+    out["evaluator"] = "c" if arrays.native is not None else "numpy"
+    return out
+
+
 def timed(call: Any, x: np.ndarray, requests: int) -> dict[str, float]:
     for _ in range(min(20, requests)):
         call(x)
@@ -297,6 +312,8 @@ def run(short: bool, models: tuple[str, ...] = bi.MODEL_TYPES) -> dict[str, Any]
             else:
                 reason = "self-check or build failed (see log)"
         entry["compiled_unavailable"] = reason
+        if model_type == "catboost":  # what serves its small batches: the oblivious trees
+            entry["oblivious"] = oblivious_floor(bundle, 400 if short else 2000)
         for rows, requests in sizes_plan(short):
             x = np.ascontiguousarray(bi.request_frame(rows).to_numpy(), dtype=np.float64)
             entry["library"][str(rows)] = timed(call, x, requests)

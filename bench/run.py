@@ -253,6 +253,11 @@ def predict_rows(floor: dict[str, Any], inference: dict[str, Any]) -> list[Row]:
         comp = entry.get("compiled", {})
         lib1 = lib.get("1", {}).get("p50_ms")
         comp1 = comp.get("1", {}).get("p50_ms")
+        # the model alone as Arbor calls it for one row: compiled code, CatBoost's trees
+        # through arbor_ml.oblivious, else the library
+        comp1 = (
+            comp1 if comp1 is not None else entry.get("oblivious", {}).get("1", {}).get("p50_ms")
+        )
         serve_floor = comp1 if comp1 is not None else lib1
         # 1 row, concurrency 1: best shape (typed columns / JSON rows)
         singles = [
@@ -360,6 +365,16 @@ def predict_rows(floor: dict[str, Any], inference: dict[str, Any]) -> list[Row]:
             )
         elif entry.get("compiled_unavailable"):
             rows.append(Row(model, "compiled", "off", entry["compiled_unavailable"]))
+        trees = entry.get("oblivious", {})
+        if trees.get("1"):
+            rows.append(
+                Row(
+                    model,
+                    f"1 row through its oblivious trees ({trees['evaluator']}), p50",
+                    _ms(trees["1"]["p50_ms"]),
+                    f"library {_ms(lib1)}: batches of up to ~50 rows are served this way",
+                )
+            )
     return rows
 
 
