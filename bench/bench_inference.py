@@ -7,10 +7,12 @@ same batches through ``ModelBundle.predict`` in this process (the floor). The se
 (registry on SQLite, inference, a private nats-server) run in a child process, so client and
 server do not share a GIL; requests are serialized once up front.
 
-In the same run, back to back with each model's single-row calls, it also measures the
-floors those calls are judged against (issue 11): a bare ``grpc.aio`` echo of the same request
-bytes (``bench_floor``'s echo server, in a child process too) and the model alone on a numpy
-row (the compiled predictor when there is one, else the library; one thread). Per 10,000-row
+In the same run it also measures the floors each model's single-row calls are judged against
+(issue 11): the model alone on a numpy row (the compiled predictor when there is one,
+CatBoost's trees through ``arbor_ml.oblivious``, else the library; one thread), just before,
+and a bare ``grpc.aio`` echo of the same request bytes (``bench_floor``'s echo server, on
+asyncio's own loop, in a child process too), taking turns of 50 calls with the typed-column
+Predict, so that a slowdown of this shared machine hits both alike. Per 10,000-row
 batch it measures the library's own predict on the same numpy matrix (one thread, as
 ``bench_floor``).
 
@@ -274,6 +276,57 @@ def measure(call: Callable[[], Any], requests: int, concurrency: int) -> tuple[f
     return float(np.percentile(values, 50)), float(np.percentile(values, 99)), wall
 
 
+def _record(
+    results: list[Result],
+    model: str,
+    rows: int,
+    path: str,
+    kind: str,
+    concurrency: int,
+    count: int,
+    timing: tuple[float, float, float],
+) -> None:
+    """One measurement into ``results``, and its line on stderr."""
+    p50, p99, seconds = timing
+    results.append(
+        Result(model, path, kind, rows, concurrency, count, p50, p99, rows * count / seconds)
+    )
+    print(
+        f"  {model:8} {path:11} {kind:9} rows={rows:<6} c={concurrency} "
+        f"p50={p50:7.3f}ms p99={p99:7.3f}ms {rows * count / seconds:12,.0f} rows/s",
+        file=sys.stderr,
+    )
+
+
+#: calls per turn in :func:`measure_in_turns` (the first few of a turn, while the server
+#: that was idle warms up again, are not counted)
+TURN_CALLS = 50
+TURN_WARMUP = 3
+
+
+def measure_in_turns(
+    calls: list[Callable[[], Any]], requests: int
+) -> list[tuple[float, float, float]]:
+    """(p50 ms, p99 ms, seconds spent) per call, the calls taking turns of
+    :data:`TURN_CALLS` until each made ``requests``: a slowdown of this shared machine then
+    hits all of them alike, while each still runs warm within its turn (one thread)."""
+    import numpy as np
+
+    samples: list[list[float]] = [[] for _ in calls]
+    while len(samples[0]) < requests:
+        for call, taken in zip(calls, samples, strict=True):
+            for i in range(TURN_CALLS + TURN_WARMUP):
+                started = time.perf_counter()
+                call()
+                if i >= TURN_WARMUP:
+                    taken.append(time.perf_counter() - started)
+    out = []
+    for taken in samples:
+        values = np.array(taken) * 1000
+        out.append((float(np.percentile(values, 50)), float(np.percentile(values, 99)), sum(taken)))
+    return out
+
+
 def plan(short: bool, sizes: tuple[int, ...] = (1, 1_000, 10_000)) -> list[tuple[int, str, int]]:
     """(rows, shape, requests at concurrency 1)."""
     scale = 0.2 if short else 1.0
@@ -387,59 +440,46 @@ def run(
                 expected = bundle.predict(frame).labels.to_list()
                 assert [v.string_value for v in answer.labels] == expected, "wrong answer"
                 x = np.ascontiguousarray(frame.to_numpy(), dtype=np.float64)
-                floors: list[tuple[str, str, Callable[[], Any]]] = []
-                if rows == 1 and shape == "columns":  # the budget's parts, just before
-                    alone = model_alone(bundle, compiled)
-                    floors = [
-                        ("echo", "bytes", functools.partial(echo.call, raw, timeout=60)),
-                        ("model-alone", "numpy", functools.partial(alone, x)),
-                    ]
+
+                call = functools.partial(predict, raw, timeout=60)
+                levels: tuple[int, ...] = (1, 8)
+                if rows == 1 and shape == "columns":
+                    # the budget's parts: the model alone just before, then the echo and
+                    # Predict taking turns, so one slowdown of this shared machine hits both
+                    alone = functools.partial(model_alone(bundle, compiled), x)
+                    _record(
+                        results,
+                        model_type,
+                        rows,
+                        "model-alone",
+                        "numpy",
+                        1,
+                        requests,
+                        measure(alone, requests, 1),
+                    )
+                    echo_call = functools.partial(echo.call, raw, timeout=60)
+                    echoed, served = measure_in_turns([echo_call, call], requests)
+                    count = len(range(0, requests, TURN_CALLS)) * TURN_CALLS
+                    _record(results, model_type, rows, "echo", "bytes", 1, count, echoed)
+                    _record(results, model_type, rows, "grpc", shape, 1, count, served)
+                    levels = (8,)
                 elif rows == 10_000 and shape == "columns":
-                    floors = [("library", "numpy", functools.partial(library_call(bundle), x))]
-                for path, floor_shape, call in floors:
-                    p50, p99, wall = measure(call, requests, 1)
-                    results.append(
-                        Result(
-                            model_type,
-                            path,
-                            floor_shape,
-                            rows,
-                            1,
-                            requests,
-                            p50,
-                            p99,
-                            rows * requests / wall,
-                        )
+                    lib = functools.partial(library_call(bundle), x)
+                    _record(
+                        results,
+                        model_type,
+                        rows,
+                        "library",
+                        "numpy",
+                        1,
+                        requests,
+                        measure(lib, requests, 1),
                     )
-                    print(
-                        f"  {model_type:8} {path:11} {floor_shape:6} rows={rows:<6} c=1 "
-                        f"p50={p50:7.3f}ms p99={p99:7.3f}ms {rows * requests / wall:12,.0f} rows/s",
-                        file=sys.stderr,
-                    )
-                for concurrency in (1, 8):
+                for concurrency in levels:
                     count = requests if concurrency == 1 else requests * 2
-                    p50, p99, wall = measure(
-                        lambda raw=raw: predict(raw, timeout=60), count, concurrency
-                    )
+                    timing = measure(call, count, concurrency)
                     per = max(1, count // concurrency) * concurrency
-                    results.append(
-                        Result(
-                            model_type,
-                            "grpc",
-                            shape,
-                            rows,
-                            concurrency,
-                            per,
-                            p50,
-                            p99,
-                            rows * per / wall,
-                        )
-                    )
-                    print(
-                        f"  {model_type:8} grpc {shape:9} rows={rows:<6} c={concurrency} "
-                        f"p50={p50:7.3f}ms p99={p99:7.3f}ms {rows * per / wall:12,.0f} rows/s",
-                        file=sys.stderr,
-                    )
+                    _record(results, model_type, rows, "grpc", shape, concurrency, per, timing)
             for rows in sorted({r for r, _, _ in plan(short, sizes)}):
                 requests = next(n for r, _, n in plan(short, sizes) if r == rows)
                 frame = request_frame(rows)
