@@ -100,6 +100,7 @@ def serve(work: Path) -> None:
         inference = build_inference(settings("inference", service_addresses=addresses))
         await inference.start()
         await asyncio.wait_for(inference.events.subscribed.wait(), 30)  # type: ignore[attr-defined]
+        await asyncio.wait_for(_serving(inference.address), 120)  # libraries imported, etc.
         started = {
             "registry": registry.address,
             "inference": inference.address,
@@ -114,6 +115,22 @@ def serve(work: Path) -> None:
         eventloop.run(main())  # the loop a service runs on (uvloop by default)
     finally:
         nats.close()
+
+
+async def _serving(address: str) -> None:
+    """Until the server's health says SERVING (its readiness checks passed: the model
+    libraries imported in the background, which would otherwise share the first
+    measurements' CPU)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            answer = await health.Check(health_pb2.HealthCheckRequest())
+            if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+            await asyncio.sleep(0.1)
 
 
 # --------------------------------------------------------------------------- data

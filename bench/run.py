@@ -117,6 +117,7 @@ def run_step(step: Step, env: dict[str, str]) -> dict[str, Any]:
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {step.timeout_s}s"}
     seconds = time.perf_counter() - started
+    print(f"=== {step.name}: {seconds:.0f} s", file=sys.stderr, flush=True)
     fresh = step.output.exists() and step.output.stat().st_mtime != before
     if done.returncode != 0 or not fresh:
         return {"error": f"exit code {done.returncode}", "seconds": round(seconds, 1)}
