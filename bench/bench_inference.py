@@ -322,17 +322,17 @@ TURN_WARMUP = 3
 
 
 def measure_in_turns(
-    calls: list[Callable[[], Any]], requests: int
+    calls: list[Callable[[], Any]], requests: int, turn: int = TURN_CALLS
 ) -> list[tuple[float, float, float]]:
-    """(p50 ms, p99 ms, seconds spent) per call, the calls taking turns of
-    :data:`TURN_CALLS` until each made ``requests``: a slowdown of this shared machine then
-    hits all of them alike, while each still runs warm within its turn (one thread)."""
+    """(p50 ms, p99 ms, seconds spent) per call, the calls taking turns of ``turn`` calls
+    until each made ``requests``: a slowdown of this shared machine then hits all of them
+    alike, while each still runs warm within its turn (one thread)."""
     import numpy as np
 
     samples: list[list[float]] = [[] for _ in calls]
     while len(samples[0]) < requests:
         for call, taken in zip(calls, samples, strict=True):
-            for i in range(TURN_CALLS + TURN_WARMUP):
+            for i in range(turn + TURN_WARMUP):
                 started = time.perf_counter()
                 call()
                 if i >= TURN_WARMUP:
@@ -476,22 +476,18 @@ def run(
                     )
                     echo_call = functools.partial(echo.call, raw, timeout=60)
                     echoed, served = measure_in_turns([echo_call, call], requests)
-                    count = len(range(0, requests, TURN_CALLS)) * TURN_CALLS
+                    count = len(range(0, requests, TURN_CALLS)) * TURN_CALLS  # whole turns
                     _record(results, model_type, rows, "echo", "bytes", 1, count, echoed)
                     _record(results, model_type, rows, "grpc", shape, 1, count, served)
                     levels = (8,)
                 elif rows == 10_000 and shape == "columns":
+                    # the library's own predict and Predict taking turns, as for one row
                     lib = functools.partial(library_call(bundle), x)
-                    _record(
-                        results,
-                        model_type,
-                        rows,
-                        "library",
-                        "numpy",
-                        1,
-                        requests,
-                        measure(lib, requests, 1),
-                    )
+                    own, served = measure_in_turns([lib, call], requests, turn=10)
+                    count = len(range(0, requests, 10)) * 10
+                    _record(results, model_type, rows, "library", "numpy", 1, count, own)
+                    _record(results, model_type, rows, "grpc", shape, 1, count, served)
+                    levels = (8,)
                 for concurrency in levels:
                     count = requests if concurrency == 1 else requests * 2
                     timing = measure(call, count, concurrency)
