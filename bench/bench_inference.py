@@ -566,18 +566,19 @@ def summarize(results: list[Result], short: bool, models: tuple[str, ...]) -> di
             for r in results
             if r.model == model and r.rows == 1 and r.path in ("echo", "model-alone")
         }
-        if len(part) == 2:
+        paired = next((r.p50_ms for r in single if r.shape == "columns"), None)
+        if len(part) == 2 and paired is not None:  # typed columns took turns with the echo
             budget = part["echo"] + part["model-alone"] + SINGLE_ROW_SLACK_MS
             checks.append(
                 {
                     "model": model,
                     "check": (
-                        f"1-row p50 <= echo {part['echo']:.3f} + model "
+                        f"1-row p50 (columns) <= echo {part['echo']:.3f} + model "
                         f"{part['model-alone']:.3f} + 0.150"
                     ),
-                    "value": round(best, 3),
+                    "value": round(paired, 3),
                     "target": round(budget, 3),
-                    "ok": best <= budget,
+                    "ok": paired <= budget,
                 }
             )
         library = next(
