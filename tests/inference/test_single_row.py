@@ -40,6 +40,7 @@ from arbor_inference.resolver import ResolvedVersion
 from arbor_ml import ModelBundle, TaskType
 from arbor_ml.compiled import enable_compiled, unavailable_reason
 
+LIBRARIES = ("catboost", "lightgbm", "xgboost")
 SERVED = ServedModel("models/m/versions/1", "m", 1, 3, "experiments/e", 1, 1)
 
 
@@ -130,6 +131,25 @@ def test_the_lane_answers_the_bytes_of_the_batch_path(
             table = Table.from_frame(frame[i : i + 1], model.spec)
             batch = _postprocess(model, SERVED, model.predict_raw(table, 256), probabilities)
             assert lane == render_predict(batch)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_a_blend_answers_one_row_as_its_batch_path_does(task: str, tmp_path: Path) -> None:
+    from arbor_inference.domain import _postprocess, _row_outcome
+    from arbor_inference.inputs import Table
+    from arbor_ml.ensemble import blend_bundles
+
+    parts = [numeric_bundle(lib, task, features=5, trees=10, rows=200) for lib in LIBRARIES]
+    frame = parts[0][1]
+    model = loaded(blend_bundles([bundle for bundle, _ in parts], [0.5, 0.3, 0.2]), tmp_path)
+    assert model.row_lane
+    for i in range(6):
+        outcome = _row_outcome(model, tuple(frame.row(i)), True)
+        assert outcome is not None
+        lane = render_row(RowResult(SERVED, model.classes, model.class_values, *outcome))
+        table = Table.from_frame(frame[i : i + 1], model.spec)
+        batch = _postprocess(model, SERVED, model.predict_raw(table, 256), True)
+        assert lane == render_predict(batch)
 
 
 def test_a_busy_or_failing_compiled_row_leaves_the_answer_to_the_batch_path(
