@@ -324,8 +324,8 @@ TURN_WARMUP = 3
 def measure_in_turns(
     calls: list[Callable[[], Any]], requests: int, turn: int = TURN_CALLS
 ) -> list[tuple[float, float, float]]:
-    """(p50 ms, p99 ms, seconds spent) per call, the calls taking turns of ``turn`` calls
-    until each made ``requests``: a slowdown of this shared machine then hits all of them
+    """(p50 ms, p99 ms, seconds spent) over ``requests`` calls of each, the calls taking
+    turns of ``turn`` calls: a slowdown of this shared machine then hits all of them
     alike, while each still runs warm within its turn (one thread)."""
     import numpy as np
 
@@ -338,7 +338,7 @@ def measure_in_turns(
                 if i >= TURN_WARMUP:
                     taken.append(time.perf_counter() - started)
     out = []
-    for taken in samples:
+    for taken in (s[:requests] for s in samples):
         values = np.array(taken) * 1000
         out.append((float(np.percentile(values, 50)), float(np.percentile(values, 99)), sum(taken)))
     return out
@@ -476,17 +476,15 @@ def run(
                     )
                     echo_call = functools.partial(echo.call, raw, timeout=60)
                     echoed, served = measure_in_turns([echo_call, call], requests)
-                    count = len(range(0, requests, TURN_CALLS)) * TURN_CALLS  # whole turns
-                    _record(results, model_type, rows, "echo", "bytes", 1, count, echoed)
-                    _record(results, model_type, rows, "grpc", shape, 1, count, served)
+                    _record(results, model_type, rows, "echo", "bytes", 1, requests, echoed)
+                    _record(results, model_type, rows, "grpc", shape, 1, requests, served)
                     levels = (8,)
                 elif rows == 10_000 and shape == "columns":
                     # the library's own predict and Predict taking turns, as for one row
                     lib = functools.partial(library_call(bundle), x)
                     own, served = measure_in_turns([lib, call], requests, turn=10)
-                    count = len(range(0, requests, 10)) * 10
-                    _record(results, model_type, rows, "library", "numpy", 1, count, own)
-                    _record(results, model_type, rows, "grpc", shape, 1, count, served)
+                    _record(results, model_type, rows, "library", "numpy", 1, requests, own)
+                    _record(results, model_type, rows, "grpc", shape, 1, requests, served)
                     levels = (8,)
                 for concurrency in levels:
                     count = requests if concurrency == 1 else requests * 2

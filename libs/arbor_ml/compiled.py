@@ -325,40 +325,43 @@ class CompiledPredictor:
             )
         )
 
-    def row_predictor(self) -> RowPredictor:
-        """A caller of one row at a time with buffers of its own (see :class:`RowPredictor`)."""
-        return RowPredictor(self)
+    @functools.cached_property
+    def row(self) -> RowCall:
+        """One row at a time through preallocated buffers (see :class:`RowCall`)."""
+        return RowCall(self._fn, self.n_features, self.n_outputs, (self.n_features, 0))
 
     def __repr__(self) -> str:
         return f"CompiledPredictor({self.path.name}, features={self.n_features})"
 
 
-class RowPredictor:
-    """One row of Python floats through the compiled function, into preallocated C buffers.
+class RowCall:
+    """One row of Python floats through a C function ``fn(x, 1, *middle, out)`` that reads a
+    row-major matrix and writes ``n_out`` doubles per row, into preallocated ctypes buffers.
 
-    Why: for a single row, ``predict``'s numpy (a contiguous copy, an output array, two
+    Why: for a single row, numpy's side of a call (a contiguous copy, an output array, two
     ``.ctypes`` lookups) costs several times the trees themselves. Here the row is copied into
-    a ctypes array whose address is known and the outputs read back as floats: the same C
-    function on the same float64 values, so the same numbers. One caller at a time: a call
-    that finds the buffers busy (another thread) answers None and the caller takes ``predict``.
+    a buffer whose address is known and the outputs read back as floats: the same C function
+    on the same values (``in_type``: the element type the function reads), so the same
+    numbers. One caller at a time: a call that finds the buffers busy (another thread), or a
+    function that reports a failure, answers None and the caller takes the batch path.
     """
 
-    def __init__(self, predictor: CompiledPredictor) -> None:
-        self.predictor = predictor
-        self._fn = predictor._fn
-        self._x = (ctypes.c_double * predictor.n_features)()
-        self._out = (ctypes.c_double * predictor.n_outputs)()
-        self._args = (
-            ctypes.addressof(self._x),
-            1,
-            predictor.n_features,
-            0,
-            ctypes.addressof(self._out),
-        )
+    def __init__(
+        self,
+        fn: Any,
+        n_in: int,
+        n_out: int,
+        middle: tuple[Any, ...],
+        in_type: Any = ctypes.c_double,
+    ) -> None:
+        self._fn = fn
+        self._x = (in_type * n_in)()
+        self._out = (ctypes.c_double * n_out)()
+        self._args = (ctypes.addressof(self._x), 1, *middle, ctypes.addressof(self._out))
         self._busy = threading.Lock()
 
     def __call__(self, row: Sequence[float]) -> list[float] | None:
-        """The raw outputs of ``row`` (``n_features`` floats), or None when busy or failed."""
+        """The outputs of ``row`` (``n_in`` floats), or None when busy or failed."""
         if not self._busy.acquire(blocking=False):
             return None
         try:

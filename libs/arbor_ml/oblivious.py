@@ -275,11 +275,12 @@ class ObliviousPredictor:
             self._c_leaves.ctypes.data,
             dim,
         )
-        self._row_x = (ctypes.c_float * n_features)()
-        self._row_out = (ctypes.c_double * dim)()
-        self._row_x_address = ctypes.addressof(self._row_x)
-        self._row_out_address = ctypes.addressof(self._row_out)
-        self._row_busy = threading.Lock()
+        self._row_call: Any = None  # one row through the C evaluator (``predict_row``)
+        if self.native is not None:
+            from arbor_ml.compiled import RowCall
+
+            # float32 buffer: the values as CatBoost compares them (np.float32(v))
+            self._row_call = RowCall(self.native, n_features, dim, self._c_args, ctypes.c_float)
         self._bias_list: list[float] = self._bias.tolist()
         loss = params.get("loss_function", {}).get("type")
         self._row_sigmoid = (
@@ -321,14 +322,9 @@ class ObliviousPredictor:
         value for a single-output raw prediction), through the C
         evaluator with buffers of its own; None without it, or while another thread is in
         the buffers (the caller then takes ``predict``)."""
-        if self.native is None or not self._row_busy.acquire(blocking=False):
+        raw = None if self._row_call is None else self._row_call(row)
+        if raw is None:
             return None
-        try:
-            self._row_x[:] = row  # type: ignore[call-overload]  # float32, as np.float32(v)
-            self.native(self._row_x_address, 1, *self._c_args, self._row_out_address)
-            raw = self._row_out[:]
-        finally:
-            self._row_busy.release()
         self.calls += 1
         scale, bias = self._scale, self._bias_list
         if scale != 1.0:

@@ -163,13 +163,14 @@ def test_a_busy_or_failing_compiled_row_leaves_the_answer_to_the_batch_path(
     assert predictor is not None and model.fast is not None
     row = tuple(frame.row(0))
     expected = model.fast.predict_row(row)
-    caller = predictor.row_predictor()
+    caller = predictor.row
     with caller._busy:  # another thread is in the buffers
         assert caller(row) is None
     assert caller(row) == expected[1:]  # the raw output: P(class 1)
 
     class Broken:
-        def row_predictor(self) -> Callable[[object], list[float]]:
+        @property
+        def row(self) -> Callable[[object], list[float]]:
             raise RuntimeError("compiled row failed")
 
     model.bundle.model.compiled = Broken()

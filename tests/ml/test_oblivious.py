@@ -69,7 +69,7 @@ def test_one_row_as_floats_is_row_0_of_predict(
     for row in oblivious.check_rows(predictor, 40, seed=5).astype(np.float64):
         expected = np.atleast_1d(predictor.predict(row[None, :])[0]).tolist()
         assert predictor.predict_row(row.tolist()) == expected
-    with predictor._row_busy:  # another thread in the buffers: the caller takes predict
+    with predictor._row_call._busy:  # another thread in the buffers: the caller takes predict
         assert predictor.predict_row(row.tolist()) is None
 
 

@@ -74,9 +74,12 @@ _VALUES_TAG = bytes([_FIELDS["values"].number << 3 | 2])
 _ROW_COUNT_TAG = bytes([_FIELDS["row_count"].number << 3 | 0])
 
 
-def _packed_doubles(tag: bytes, values: np.ndarray) -> bytes:
-    payload = np.ascontiguousarray(values, dtype="<f8").tobytes()
+def _length_delimited(tag: bytes, payload: bytes) -> bytes:
     return tag + encode_varint(len(payload)) + payload
+
+
+def _packed_doubles(tag: bytes, values: np.ndarray) -> bytes:
+    return _length_delimited(tag, np.ascontiguousarray(values, dtype="<f8").tobytes())
 
 
 #: class values -> their encoded ``labels`` elements (a model's classes are a few values; the
@@ -124,7 +127,6 @@ def render_predict(result: PredictResult) -> bytes | pb.PredictResponse:
 
 
 _ONE_ROW = _ROW_COUNT_TAG + encode_varint(1)
-_ONE_VALUE = _VALUES_TAG + encode_varint(8)
 
 
 def render_row(result: RowResult) -> bytes:
@@ -135,10 +137,10 @@ def render_row(result: RowResult) -> bytes:
         wire.append(_label_elements(result.class_values).elements[result.label_index])
         probabilities = result.probabilities
         if probabilities is not None:
-            payload = struct.pack(f"<{len(probabilities)}d", *probabilities)
-            wire.append(_PROBABILITIES_TAG + encode_varint(len(payload)) + payload)
+            packed = struct.pack(f"<{len(probabilities)}d", *probabilities)
+            wire.append(_length_delimited(_PROBABILITIES_TAG, packed))
     else:
-        wire.append(_ONE_VALUE + struct.pack("<d", result.value))
+        wire.append(_length_delimited(_VALUES_TAG, struct.pack("<d", result.value)))
     return b"".join(wire)
 
 

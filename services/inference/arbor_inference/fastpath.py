@@ -112,7 +112,6 @@ class FastPath:
         self._task = bundle.model.task
         single = getattr(bundle.model, "members", None) is None
         self._row_library = bundle.model.library if single else None
-        self._row_call: tuple[Any, Any] | None = None  # (compiled predictor, its RowPredictor)
 
     @classmethod
     def build(
@@ -174,7 +173,7 @@ class FastPath:
         features are not those columns as they are.
 
         A compiled LightGBM/XGBoost model takes the row through its C function with buffers
-        of its own (``RowPredictor``: no numpy on the way), a CatBoost model through the C
+        of its own (``CompiledPredictor.row``: no numpy on the way), a CatBoost model through the C
         evaluator of its oblivious trees (``ObliviousPredictor.predict_row``); anything else
         through the predictor ``predict_raw`` uses, on a one-row matrix.
         """
@@ -195,12 +194,9 @@ class FastPath:
         compiled = self._model.compiled  # attached (or detached) at any time
         if compiled is None:
             return None
-        cached = self._row_call
-        if cached is None or cached[0] is not compiled:
-            cached = self._row_call = (compiled, compiled.row_predictor())
         if self._row_library == "xgboost":
             row = array("f", row)  # what its fast path feeds it: float32 values (as doubles)
-        out = cached[1](row)
+        out = compiled.row(row)
         if out is not None and self._task is TaskType.BINARY and len(out) == 1:
             return [1.0 - out[0], out[0]]  # as ``shape`` makes both columns of (n, 1)
         return out

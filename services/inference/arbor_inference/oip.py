@@ -831,9 +831,11 @@ class OpenInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             decoded = convert()
         elif size <= MATRIX_INLINE_BYTES:
             decoded = decode_matrix_table(request, model.spec, max_rows)
-        if decoded is None:
-            loop = asyncio.get_running_loop()
-            decoded = await loop.run_in_executor(self.inference.executor, convert)
+        if decoded is None:  # large, or (tried just above) not a finite float matrix
+            work = convert.tensors if size <= MATRIX_INLINE_BYTES else convert
+            decoded = await asyncio.get_running_loop().run_in_executor(
+                self.inference.executor, work
+            )
         table = decoded if isinstance(decoded, Table) else None
         data = decoded if isinstance(decoded, common_pb2.InlineData) else common_pb2.InlineData()
         command = PredictInput(
@@ -866,8 +868,10 @@ class _Converter:
     def __call__(self) -> common_pb2.InlineData | Table:
         """A validated table for a finite float matrix (no copy), else Predict's input."""
         table = decode_matrix_table(self.request, self.spec, self.max_rows)
-        if table is not None:
-            return table
+        return table if table is not None else self.tensors()
+
+    def tensors(self) -> common_pb2.InlineData:
+        """Predict's input from the request's tensors, one column each (every problem named)."""
         return decode_tensors(self.request, self.spec, self.model_name, self.max_rows)
 
 
