@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
 import itertools
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,6 +232,8 @@ TEST_OPTIONS = ServingOptions(
     compiled=False,  # exact comparisons with the library; test_fastpath covers compiled
     workers=2,
 )
+#: as a service serves by default: compiled predictors, CatBoost's trees in C
+COMPILED_OPTIONS = dataclasses.replace(TEST_OPTIONS, compiled=True)
 
 
 @dataclasses.dataclass
@@ -291,3 +295,16 @@ async def start_inference(
     await runner.start()
     await asyncio.wait_for(runner.events.subscribed.wait(), 10)  # type: ignore[attr-defined]
     return runner, grpc.aio.insecure_channel(runner.address)
+
+
+@contextlib.asynccontextmanager
+async def private_inference(
+    settings: Settings, options: ServingOptions = TEST_OPTIONS
+) -> AsyncIterator[tuple[ServiceRunner, inf_grpc.InferenceServiceStub]]:
+    """An inference server of the test's own (its caches start empty), stopped afterwards."""
+    runner, channel = await start_inference(settings, options)
+    try:
+        yield runner, inf_grpc.InferenceServiceStub(channel)
+    finally:
+        await channel.close()
+        await runner.stop(0.5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,20 +9,19 @@ import numpy as np
 import polars as pl
 import pytest
 from inference_support import (
-    TEST_OPTIONS,
+    COMPILED_OPTIONS,
     Stack,
     columnar,
     make_frame,
     model_version_message,
     numeric_bundle,
+    private_inference,
     save,
-    start_inference,
     train_bundle,
 )
 
 from arbor.common.v1 import common_pb2
 from arbor.inference.v1 import inference_service_pb2 as pb
-from arbor.inference.v1 import inference_service_pb2_grpc as inf_grpc
 from arbor_core.artifacts import LocalArtifactStore
 from arbor_inference.domain import LoadedModel, load_model, store_root_uri
 from arbor_inference.fastpath import OBLIVIOUS_TREE_ROWS
@@ -208,10 +206,7 @@ async def test_one_row_catboost_predict_uses_the_oblivious_predictor(
 ) -> None:
     bundle, frame = numeric_bundle("catboost", "binary", features=6, trees=15, rows=400)
     version = await stack.register(unique("oblivious"), bundle)
-    options = dataclasses.replace(TEST_OPTIONS, compiled=True)  # as served by default
-    runner, channel = await start_inference(stack.settings, options)
-    try:
-        stub = inf_grpc.InferenceServiceStub(channel)
+    async with private_inference(stack.settings, COMPILED_OPTIONS) as (runner, stub):
         selector = common_pb2.ModelSelector(model_version=version.name)
         for row in range(3):
             response = await stub.Predict(
@@ -229,9 +224,6 @@ async def test_one_row_catboost_predict_uses_the_oblivious_predictor(
         served = [models.peek(key) for key in list(models) if key.startswith(version.name)]
         assert len(served) == 1 and served[0].fast is not None
         assert served[0].fast.oblivious is not None and served[0].fast.oblivious.calls >= 3
-    finally:
-        await channel.close()
-        await runner.stop(0.5)
 
 
 def test_a_failing_oblivious_predictor_is_dropped_not_fatal(tmp_path: Path) -> None:

@@ -11,11 +11,10 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from inference_support import TEST_OPTIONS, Stack, json_rows, make_frame, start_inference
+from inference_support import TEST_OPTIONS, Stack, json_rows, make_frame, private_inference
 
 from arbor.common.v1 import common_pb2
 from arbor.inference.v1 import inference_service_pb2 as pb
-from arbor.inference.v1 import inference_service_pb2_grpc as inf_grpc
 from arbor.registry.v1 import registry_service_pb2 as reg_pb
 from arbor_core.status_details import error_details
 
@@ -191,9 +190,7 @@ async def test_a_fresh_server_is_correct_on_its_first_call(
     v1, v2, expected = await two_versions(stack, name)
     await stack.promote(v1.name)
     await stack.promote(v2.name)
-    runner, channel = await start_inference(stack.settings, TEST_OPTIONS)
-    try:
-        stub = inf_grpc.InferenceServiceStub(channel)
+    async with private_inference(stack.settings, TEST_OPTIONS) as (_, stub):
         response = await stub.Predict(
             pb.PredictRequest(
                 model=stage_selector(name), input=json_rows(FRAME), include_probabilities=True
@@ -203,6 +200,3 @@ async def test_a_fresh_server_is_correct_on_its_first_call(
         np.testing.assert_allclose(
             np.array(response.probabilities).reshape(-1, 2), expected[v2.name], atol=1e-12
         )
-    finally:
-        await channel.close()
-        await runner.stop(0.5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -11,20 +10,19 @@ import numpy as np
 import polars as pl
 import pytest
 from inference_support import (
-    TEST_OPTIONS,
+    COMPILED_OPTIONS,
     Stack,
     arrow_ipc,
     columnar,
     json_rows,
     model_version_message,
     numeric_bundle,
+    private_inference,
     save,
-    start_inference,
 )
 
 from arbor.common.v1 import common_pb2
 from arbor.inference.v1 import inference_service_pb2 as pb
-from arbor.inference.v1 import inference_service_pb2_grpc as inf_grpc
 from arbor_core.artifacts import LocalArtifactStore
 from arbor_inference.api import render_predict, render_row
 from arbor_inference.domain import (
@@ -224,10 +222,7 @@ async def test_a_served_row_answers_as_the_same_row_in_a_batch(
 ) -> None:
     bundle, frame = numeric_bundle(library, "binary", features=6, trees=15, rows=300)
     version = await stack.register(unique("row"), bundle)
-    options = dataclasses.replace(TEST_OPTIONS, compiled=True)  # as served by default
-    runner, channel = await start_inference(stack.settings, options)
-    try:
-        stub = inf_grpc.InferenceServiceStub(channel)
+    async with private_inference(stack.settings, COMPILED_OPTIONS) as (runner, stub):
         selector = common_pb2.ModelSelector(model_version=version.name)
         inference = runner.inference  # type: ignore[attr-defined]
         for i in range(4):
@@ -247,6 +242,3 @@ async def test_a_served_row_answers_as_the_same_row_in_a_batch(
             assert list(alone.probabilities) == list(in_batch.probabilities[:2])
             assert alone.served_model == in_batch.served_model and alone.row_count == 1
         assert inference.row_lane_calls >= 3  # the first may have loaded the model
-    finally:
-        await channel.close()
-        await runner.stop(0.5)

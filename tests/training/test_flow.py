@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from training_support import Stack, create, experiment, make_split, trials, wait_final
+from training_support import (
+    Stack,
+    create,
+    experiment,
+    make_split,
+    run_experiment,
+    trials,
+    wait_final,
+)
 
 from arbor.common.v1 import common_pb2
 from arbor.registry.v1 import registry_service_pb2 as registry_pb
@@ -76,9 +84,7 @@ async def test_auto_searches_every_library(stack: Stack, worker: Worker) -> None
     message = experiment(split, model_type=common_pb2.MODEL_TYPE_AUTO, n_trials=4)
     message.study.search_space["catboost.depth"].int_range.low = 4
     message.study.search_space["catboost.depth"].int_range.high = 5
-    created = await create(stack, message)
-    done = await wait_final(stack, created.name, timeout=120)
-    assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+    created, done = await run_experiment(stack, message, timeout=120)
     recorded = await trials(stack, created.name)
     # CatBoost's, LightGBM's and XGBoost's defaults, then the LightGBM portfolio configuration
     # (automl; breast_cancer has no categorical features for CatBoost's fast-encoding variant)

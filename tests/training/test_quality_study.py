@@ -12,6 +12,7 @@ from training_support import (
     experiment,
     make_split,
     registered_bundle,
+    run_experiment,
     trials,
     wait_final,
 )
@@ -90,9 +91,7 @@ async def test_auto_registers_one_model_of_the_winning_library(
     split = await make_split(stack, "credit_data", 300, test=True)
     message = experiment(split, model_type=common_pb2.MODEL_TYPE_AUTO, n_trials=5, ensemble_size=1)
     message.model_name = f"auto-{uuid.uuid4().hex[:8]}"
-    created = await create(stack, message)
-    done = await wait_final(stack, created.name, timeout=150)
-    assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+    _, done = await run_experiment(stack, message, timeout=150)
     winner = done.best_trial.model_type
     assert done.summary.best_model_type == winner
     response = await stack.registry.GetModel(
@@ -114,9 +113,7 @@ async def _auto_study(
     message = experiment(split, model_type=common_pb2.MODEL_TYPE_AUTO, n_trials=6)
     message.model_name = f"{name}-{uuid.uuid4().hex[:8]}"
     message.study.final_fit = final_fit
-    created = await create(stack, message)
-    done = await wait_final(stack, created.name, timeout=150)
-    assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+    created, done = await run_experiment(stack, message, timeout=150)
     return split, created, done
 
 
@@ -192,9 +189,7 @@ async def test_threshold_is_tuned_on_validation_and_stored(stack: Stack, worker:
     message = experiment(split, model_type=common_pb2.MODEL_TYPE_LIGHTGBM, n_trials=2)
     message.metric = "f1"
     message.postprocessing.threshold_objective = "f1"
-    created = await create(stack, message)
-    done = await wait_final(stack, created.name, timeout=120)
-    assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+    _, done = await run_experiment(stack, message, timeout=120)
     bundle = await registered_bundle(stack, done.model_version)
     tuning = bundle.metadata["extra"]["threshold_tuning"]  # type: ignore[attr-defined]
     assert tuning["objective"] == "f1"
@@ -224,9 +219,7 @@ async def test_a_cross_validation_cut_by_the_budget_never_outranks_complete_ones
             cv_folds=5,
             timeout_seconds=6,
         )
-        created = await create(stack, message)
-        done = await wait_final(stack, created.name, timeout=90)
-        assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+        _, done = await run_experiment(stack, message, timeout=90)
         board = await stack.training.ListTrials(
             pb.ListTrialsRequest(parent=done.name, page_size=1000), timeout=10
         )
@@ -257,9 +250,7 @@ async def test_time_budget_includes_the_final_fit(stack: Stack, worker: Worker) 
         timeout_seconds=5,
     )
     message.study.early_stopping_rounds = 100_000
-    created = await create(stack, message)
-    done = await wait_final(stack, created.name, timeout=90)
-    assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+    _, done = await run_experiment(stack, message, timeout=90)
     took = (done.end_time.ToNanoseconds() - done.start_time.ToNanoseconds()) / 1e9
     assert took <= 5 + 4, f"a 5 s study took {took:.1f} s"
     assert done.summary.trials_stopped_by_budget >= 1

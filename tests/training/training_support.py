@@ -152,6 +152,16 @@ async def wait_final(stack: Stack, name: str, timeout: float = 90.0) -> pb.Exper
     return await wait_for(stack, name, lambda e: e.state in FINAL, timeout)
 
 
+async def run_experiment(
+    stack: Stack, message: pb.Experiment, timeout: float = 90.0
+) -> tuple[pb.Experiment, pb.Experiment]:
+    """(as created, as finished) of ``message``, which must end SUCCEEDED."""
+    created = await create(stack, message)
+    done = await wait_final(stack, created.name, timeout)
+    assert done.state == pb.EXPERIMENT_STATE_SUCCEEDED, done.error_message
+    return created, done
+
+
 async def trials(stack: Stack, name: str, **kwargs: Any) -> list[pb.Trial]:
     response = await stack.training.ListTrials(
         pb.ListTrialsRequest(parent=name, page_size=1000, **kwargs), timeout=10
