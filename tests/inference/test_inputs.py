@@ -268,6 +268,23 @@ def test_large_double_batches_are_read_from_the_request_bytes_like_the_message()
     assert head.include_probabilities and not head.HasField("input")
 
 
+def test_large_double_batches_may_be_read_as_float32_in_the_same_copy() -> None:
+    rng = np.random.default_rng(4)
+    frame = pl.DataFrame({f"f{i}": rng.normal(size=300) * 10**i for i in range(4)})
+    wire = _request_wire(columnar(frame))
+    assert wire is not None
+    table = wire_doubles(wire, FLOATS, max_rows=1000, dtype=np.float32)
+    assert table is not None and table.matrix is not None and table.matrix.dtype == np.float32
+    # exactly numpy's rounding of each double, as a model's own float32 cast would give
+    np.testing.assert_array_equal(table.matrix, frame.to_numpy().T.astype(np.float32))
+    # a finite double beyond float32's range is not silently made infinite: general path
+    huge = frame.with_columns(pl.Series("f3", [1e300] + [0.0] * 299))
+    wire = _request_wire(columnar(huge))
+    assert wire is not None
+    assert wire_doubles(wire, FLOATS, max_rows=1000, dtype=np.float32) is None
+    assert wire_doubles(wire, FLOATS, max_rows=1000) is not None
+
+
 def test_the_request_bytes_are_used_only_for_the_plain_layout() -> None:
     frame = pl.DataFrame({f"f{i}": np.linspace(0, 1, 40) + i for i in range(4)})
 

@@ -287,18 +287,31 @@ class LoadedModel:
     #: one all-double row may take ``Inference.predict_row`` (checked at load)
     row_lane: bool = False
 
+    def takes_fast_path(self, rows: int, fast_max_rows: int, numeric_batches: bool) -> bool:
+        """Whether a batch of ``rows`` goes through the fast path (else the Polars one)."""
+        fast = self.fast
+        return fast is not None and (
+            rows <= fast_max_rows or (numeric_batches and fast.numeric_only)
+        )
+
+    def matrix_dtype(self, rows: int, fast_max_rows: int, numeric_batches: bool) -> Any:
+        """What a batch of ``rows`` all-double rows may be decoded as: the fast path's
+        element type when it will take the batch (float32 for CatBoost and XGBoost), else
+        float64, which every other path reads."""
+        if self.fast is not None and self.takes_fast_path(rows, fast_max_rows, numeric_batches):
+            return self.fast.matrix_dtype
+        return np.float64
+
     def predict_raw(
         self, table: Table, fast_max_rows: int, numeric_batches: bool = True, threads: int = 1
     ) -> np.ndarray:
         """Raw model outputs; ``threads``: how many the model call may use on a large batch
         (the fast path's; the Polars path keeps the libraries' own settings)."""
         fast = self.fast
-        use_fast = fast is not None and (
-            table.height <= fast_max_rows or (numeric_batches and fast.numeric_only)
-        )
         try:
-            if use_fast:
-                assert fast is not None
+            if fast is not None and self.takes_fast_path(
+                table.height, fast_max_rows, numeric_batches
+            ):
                 return fast.predict_raw(table, threads)
             return self.bundle.predict_raw(table.frame())
         except ArborError:
@@ -674,8 +687,14 @@ class Inference:
         _check_deadline(request.deadline)
         table = request.table
         if table is None and request.wire is not None:
+            options = self.options
             table = request.wire.decode(
-                model.spec, max_rows=self.options.max_batch_rows, reject_extra=request.reject_extra
+                model.spec,
+                max_rows=options.max_batch_rows,
+                reject_extra=request.reject_extra,
+                dtype=model.matrix_dtype(
+                    request.wire.rows, options.fast_path_max_rows, options.fast_path_numeric_batches
+                ),
             )
         if table is None:
             table = decode(

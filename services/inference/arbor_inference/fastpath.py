@@ -112,6 +112,14 @@ class FastPath:
         self._task = bundle.model.task
         single = getattr(bundle.model, "members", None) is None
         self._row_library = bundle.model.library if single else None
+        #: what a decoded matrix of doubles may be read as: float32 for a single CatBoost or
+        #: XGBoost model taking the matrix as is (both compare float32 features; their
+        #: predictors cast to float32 first thing), float64 otherwise
+        self.matrix_dtype: type[np.floating[Any]] = (
+            np.float32
+            if self.direct and self._row_library in ("catboost", "xgboost")
+            else np.float64
+        )
 
     @classmethod
     def build(

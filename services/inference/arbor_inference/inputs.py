@@ -397,7 +397,8 @@ class Table:
     @classmethod
     def from_matrix(cls, names: list[str], by_column: np.ndarray) -> Table:
         """A table of present (finite) float64 values: ``by_column`` is (columns, rows), in
-        the signature's order; the columns are views of its rows."""
+        the signature's order; the columns are views of its rows. (float32 only for a fast
+        path that reads float32: ``FastPath.matrix_dtype``.)"""
         return cls(by_column.shape[1], None, matrix=by_column, _names=names)
 
     @classmethod
@@ -843,12 +844,20 @@ class WireInput(NamedTuple):
             return None
         return cls(raw, key, start, end, rows, (value_start, value_end))
 
-    def decode(self, spec: InputSpec, *, max_rows: int, reject_extra: bool = False) -> Table | None:
+    def decode(
+        self,
+        spec: InputSpec,
+        *,
+        max_rows: int,
+        reject_extra: bool = False,
+        dtype: type[np.floating[Any]] = np.float64,
+    ) -> Table | None:
         """The input decoded straight from the bytes, or None: typed columns in another
-        layout than the plain one go through :meth:`message` and :func:`decode`."""
+        layout than the plain one go through :meth:`message` and :func:`decode`. ``dtype``:
+        what typed columns of doubles are read as (see :func:`wire_doubles`)."""
         if self.arrow is not None:
             return decode_arrow(self.arrow, spec, max_rows=max_rows, reject_extra=reject_extra)
-        return wire_doubles(self, spec, max_rows) if spec.all_float64 else None
+        return wire_doubles(self, spec, max_rows, dtype) if spec.all_float64 else None
 
     def head(self) -> bytes:
         """The request without its input: what protobuf still parses (a few bytes)."""
@@ -949,14 +958,41 @@ def _wire_varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise IndexError("varint too long")
 
 
-def wire_doubles(wire: WireInput, spec: InputSpec, max_rows: int) -> Table | None:
+def wire_doubles(
+    wire: WireInput,
+    spec: InputSpec,
+    max_rows: int,
+    dtype: type[np.floating[Any]] = np.float64,
+) -> Table | None:
     """Exactly the signature's Float64 columns, read from the request bytes (see above), or
-    None: then the message is decoded as usual (and names any problem)."""
+    None: then the message is decoded as usual (and names any problem).
+
+    ``dtype=np.float32`` reads the doubles as the float32 values a model that compares
+    float32 features (CatBoost, XGBoost) would cast them to anyway, in the same copy: one
+    pass over the bytes instead of two, and half the matrix to check (10,000 x 30: ~0.25 ms
+    less per call). A double beyond float32's range becomes infinite there and the batch goes
+    the general way, as any infinite value does.
+    """
     raw = wire.raw
     columns = _wire_fields(raw, *wire.body) if wire.arrow is None else None
     names = spec.name_bytes
     if columns is None or len(columns) != len(names):
         return None
+    with np.errstate(over="ignore", invalid="ignore"):  # float32: checked below
+        matrix = _read_double_columns(raw, columns, names, max_rows, dtype)
+    if matrix is None or not np.isfinite(matrix).all():
+        return None  # NaN (missing) or inf: the general path applies the rules
+    return Table.from_matrix(spec.name_list, matrix)
+
+
+def _read_double_columns(
+    raw: bytes,
+    columns: list[tuple[int, int, int, int]],
+    names: list[bytes],
+    max_rows: int,
+    dtype: type[np.floating[Any]],
+) -> np.ndarray | None:
+    """The (columns, rows) matrix of ``wire_doubles``, or None for another layout."""
     matrix: np.ndarray | None = None
     for j, (number, kind, start, end) in enumerate(columns):
         if (number, kind) != (_COLUMN_FIELD, _LEN):
@@ -978,13 +1014,11 @@ def wire_doubles(wire: WireInput, spec: InputSpec, max_rows: int) -> Table | Non
         if matrix is None:
             if not _SMALL_FIELD < size // 8 <= max_rows:
                 return None  # small batches have their own path; too many rows: refused there
-            matrix = np.empty((len(names), size // 8), dtype=np.float64)
+            matrix = np.empty((len(names), size // 8), dtype=dtype)
         elif size // 8 != matrix.shape[1]:
             return None
         matrix[j] = np.frombuffer(raw, dtype="<f8", count=size // 8, offset=offset)
-    if matrix is None or not np.isfinite(matrix).all():
-        return None  # NaN (missing) or inf: the general path applies the rules
-    return Table.from_matrix(spec.name_list, matrix)
+    return matrix
 
 
 def _present(values: np.ndarray) -> NumericColumn:
