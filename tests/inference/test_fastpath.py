@@ -11,6 +11,7 @@ import pytest
 from inference_support import (
     COMPILED_OPTIONS,
     Stack,
+    arrow_ipc,
     columnar,
     make_frame,
     model_version_message,
@@ -78,6 +79,15 @@ def test_a_large_batch_of_doubles_is_decoded_as_the_type_its_model_compares(
     np.testing.assert_allclose(
         model.predict_raw(table, 0), bundle.predict_raw(frame), rtol=1e-6, atol=1e-7
     )
+    # float32 Arrow columns: the same answers as the same values sent as doubles
+    singles = frame.cast(pl.Float32)
+    raw = pb.PredictRequest(input=arrow_ipc(singles)).SerializeToString()
+    wire = WireInput.of(raw, pb.PredictRequest.DESCRIPTOR.fields_by_name["input"].number)
+    assert wire is not None
+    table = wire.decode(model.spec, max_rows=1000, dtype=dtype)
+    assert table is not None and table.matrix is not None and table.matrix.dtype == dtype
+    widened = Table.from_matrix(frame.columns, singles.to_numpy().T.astype(np.float64))
+    np.testing.assert_array_equal(model.predict_raw(table, 0), model.predict_raw(widened, 0))
     # a batch the Polars path takes is read as float64, what that path reads
     assert model.matrix_dtype(frame.height, fast_max_rows=0, numeric_batches=False) is np.float64
 

@@ -390,8 +390,30 @@ def test_all_double_arrow_batches_decode_into_one_matrix() -> None:
     for other in (
         frame.select(["f3", "f2", "f1", "f0"]),
         frame.with_columns(pl.Series("f0", [None] * 200, dtype=pl.Float64)),
-        frame.with_columns(pl.col("f2").cast(pl.Float32)),
+        frame.with_columns(pl.col("f2").cast(pl.Int64)),
     ):
         general = decode(arrow_ipc(other), FLOATS, max_rows=1000)
         assert general.matrix is None
         assert general.frame().equals(other.select(FLOATS.names).cast(pl.Float64))
+
+
+def test_float32_arrow_batches_take_the_matrix_path_too() -> None:
+    """Half the bytes of doubles: read as they are for a model that compares float32, and
+    widened exactly, to what the general path makes of them, for the others."""
+    rng = np.random.default_rng(6)
+    frame = pl.DataFrame({f"f{i}": rng.normal(size=200) for i in range(4)})
+    singles = frame.cast(pl.Float32)
+    mixed = frame.with_columns(pl.col("f1", "f3").cast(pl.Float32))
+    for sent in (singles, mixed):
+        widened = _arrow_doubles(sent.to_arrow(), FLOATS)
+        assert widened is not None and widened.matrix is not None
+        assert widened.matrix.dtype == np.float64
+        assert widened.frame().equals(sent.cast(pl.Float64))
+        as_sent = _arrow_doubles(sent.to_arrow(), FLOATS, np.float32)
+        assert as_sent is not None and as_sent.matrix is not None
+        np.testing.assert_array_equal(as_sent.matrix, widened.matrix.astype(np.float32))
+    # a double beyond float32's range, asked for as float32: the general path decides
+    huge = frame.with_columns(pl.Series("f0", [1e300] + [0.0] * 199))
+    assert _arrow_doubles(huge.to_arrow(), FLOATS, np.float32) is None
+    nan = singles.with_columns(pl.Series("f2", [float("nan")] * 200, dtype=pl.Float32))
+    assert _arrow_doubles(nan.to_arrow(), FLOATS) is None
