@@ -412,6 +412,13 @@ def test_float32_arrow_batches_take_the_matrix_path_too() -> None:
         as_sent = _arrow_doubles(sent.to_arrow(), FLOATS, np.float32)
         assert as_sent is not None and as_sent.matrix is not None
         np.testing.assert_array_equal(as_sent.matrix, widened.matrix.astype(np.float32))
+    # float32 arrays that start at an offset, in several chunks
+    arrow = singles.to_arrow()
+    pieces = pa.Table.from_batches([*arrow.slice(10, 60).to_batches(), *arrow[70:].to_batches()])
+    chunked = _arrow_doubles(pieces, FLOATS, np.float32)
+    assert chunked is not None and chunked.matrix is not None
+    expected = pl.concat([singles[10:70], singles[70:]]).to_numpy().T
+    np.testing.assert_array_equal(chunked.matrix, expected)
     # a double beyond float32's range, asked for as float32: the general path decides
     huge = frame.with_columns(pl.Series("f0", [1e300] + [0.0] * 199))
     assert _arrow_doubles(huge.to_arrow(), FLOATS, np.float32) is None
