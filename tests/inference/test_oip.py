@@ -526,6 +526,26 @@ def test_a_finite_float_matrix_becomes_a_table_without_inline_data() -> None:
         assert table.frame().equals(general.frame())
     table = oip.decode_matrix_table(matrix_request(x, "FP32"), FLOAT_SPEC, max_rows=100)
     assert table is not None and table.matrix is not None and table.matrix.dtype == np.float64
+    # for a model that reads float32 (CatBoost, XGBoost), FP32 is used as sent and FP64 is
+    # rounded once, as the model would round it; one too large for float32 goes the general way
+    singles = x.astype(np.float32)
+
+    def as_float32(rows: int) -> Any:
+        return np.float32
+
+    for datatype in ("FP32", "FP64"):
+        request = matrix_request(x, datatype)
+        table = oip.decode_matrix_table(request, FLOAT_SPEC, max_rows=100, dtype_for=as_float32)
+        assert table is not None and table.matrix is not None
+        np.testing.assert_array_equal(table.matrix.T, singles)
+    huge = x.copy()
+    huge[0, 0] = 1e300
+    assert (
+        oip.decode_matrix_table(
+            matrix_request(huge), FLOAT_SPEC, max_rows=100, dtype_for=as_float32
+        )
+        is None
+    )
     # anything else is left to decode_tensors (which names the problem)
     nan = x.copy()
     nan[1, 2] = np.nan

@@ -285,7 +285,10 @@ def decode_tensors(
 
 
 def decode_matrix_table(
-    request: pb.ModelInferRequest, spec: InputSpec, max_rows: int
+    request: pb.ModelInferRequest,
+    spec: InputSpec,
+    max_rows: int,
+    dtype_for: Callable[[int], Any] | None = None,
 ) -> Table | None:
     """The common numeric case straight to a validated table, without InlineData: one 2-D
     float tensor ``[rows, columns]`` for a model whose inputs are all Float64, every value
@@ -313,7 +316,11 @@ def decode_matrix_table(
         values = _values(request, header)
     except InvalidArgument:
         return None
-    matrix = values.astype(np.float64, copy=False).reshape(shape)
+    # the element type the model reads (``LoadedModel.matrix_dtype``): an FP32 tensor for
+    # CatBoost or XGBoost is used as it is, not widened to float64 and narrowed back
+    dtype = np.float64 if dtype_for is None else dtype_for(shape[0])
+    with np.errstate(over="ignore", invalid="ignore"):  # FP64 into float32: checked below
+        matrix = values.astype(dtype, copy=False).reshape(shape)
     if not np.isfinite(matrix).all():
         return None  # NaN is a missing value: the general path applies the nullability rules
     return Table.from_matrix(spec.names, matrix.T)
@@ -830,7 +837,15 @@ class OpenInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if size <= OFFLOAD_BYTES:
             decoded = convert()
         elif size <= MATRIX_INLINE_BYTES:
-            decoded = decode_matrix_table(request, model.spec, max_rows)
+            options = self.inference.options
+            decoded = decode_matrix_table(
+                request,
+                model.spec,
+                max_rows,
+                lambda rows: model.matrix_dtype(
+                    rows, options.fast_path_max_rows, options.fast_path_numeric_batches
+                ),
+            )
         if decoded is None:  # large, or (tried just above) not a finite float matrix
             work = convert.tensors if size <= MATRIX_INLINE_BYTES else convert
             decoded = await asyncio.get_running_loop().run_in_executor(
