@@ -91,18 +91,6 @@ def validation_fraction(rows: int) -> float:
     return 0.05
 
 
-def cv_folds(option: str, rows: int, features: int) -> int:
-    """``--cv``: a number of folds, or ``auto``: 5 folds for data up to 5,000 rows and 100,000
-    cells (rows x feature columns), where one validation part is too noisy to choose trials
-    and a blend on (hpc_data: 693 validation rows; the study's best trial scored 0.358 there
-    and 0.424 on the holdout) and five fits still leave room for several trials; none
-    otherwise (on ames, 80 columns, five CatBoost fits of its 40 categorical columns took the
-    whole minute on the benchmark machine)."""
-    if option == "auto":
-        return 5 if rows <= 5_000 and rows * features <= 100_000 else 0
-    return int(option)
-
-
 # --------------------------------------------------------------------------- data
 
 
@@ -349,7 +337,9 @@ async def run_dataset(s: dict[str, Any], name: str, args: argparse.Namespace) ->
         ),
         timeout=300,
     )
-    folds = cv_folds(args.cv, dev.height, len(entry["features"]))
+    # ``--cv auto``: the study chooses (``StudyConfig.cv_auto``: 5 folds up to 5,000 rows and
+    # 100,000 cells, none above); a number: that many folds
+    auto = args.cv == "auto"
     study = pb.StudyConfig(
         n_trials=0,
         timeout=duration_pb2.Duration(seconds=int(args.budget)),
@@ -357,7 +347,8 @@ async def run_dataset(s: dict[str, Any], name: str, args: argparse.Namespace) ->
         threads=args.threads,
         max_iterations=args.max_iterations,
         early_stopping_rounds=args.early_stopping,
-        cv_folds=folds,
+        cv_folds=0 if auto else int(args.cv),
+        cv_auto=auto,
         ensemble_size=args.ensemble,
     )
     created = await s["training"].CreateExperiment(
@@ -373,6 +364,7 @@ async def run_dataset(s: dict[str, Any], name: str, args: argparse.Namespace) ->
         ),
         timeout=60,
     )
+    folds = created.experiment.study.cv_folds  # as the study resolved it
     started = time.monotonic()
     while True:
         got = await s["training"].GetExperiment(

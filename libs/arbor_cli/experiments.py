@@ -185,6 +185,9 @@ def create(
     seed: Annotated[int, typer.Option(help="Sampler and model seed.")] = 0,
     early_stopping_rounds: Annotated[int, typer.Option(help="0: default (50).")] = 0,
     cv_folds: Annotated[int, typer.Option(help="Cross-validation folds (0/1: off).")] = 0,
+    cv_auto: Annotated[
+        bool, typer.Option(help="Let the split's size choose the folds (5 on small data).")
+    ] = False,
     ensemble_size: Annotated[
         int, typer.Option(help="Most trials blended into the model (0: 3 for auto, else 1).")
     ] = 0,
@@ -232,6 +235,7 @@ def create(
             seed=seed,
             early_stopping_rounds=early_stopping_rounds,
             cv_folds=cv_folds,
+            cv_auto=cv_auto,
             ensemble_size=ensemble_size,
             threads=threads,
             parallelism=parallelism,

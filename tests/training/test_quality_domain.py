@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from test_domain import binary_split, invalid
 
-from arbor_training.domain import ExperimentInput, PostprocessingInput, validate_experiment
+from arbor_training.domain import (
+    ExperimentInput,
+    PostprocessingInput,
+    PreprocessingSpec,
+    StudySpec,
+    validate_experiment,
+)
 from arbor_training.study import expected_fit_rows, search_spaces
 
 
@@ -26,6 +34,37 @@ def test_cross_validation_follows_the_splits_rule(changes: dict, rule: dict) -> 
     assert expected_fit_rows(spec) == (100 if rule["kind"] == "time" else 150)
     off = validate_experiment(ExperimentInput(split="splits/s1", cv_folds=1), split, search_spaces)
     assert off.study.cv_folds == 0 and off.study.cv_rule == {}
+
+
+def test_cv_auto_cross_validates_small_data_only() -> None:
+    """``cv_auto``: the split's recorded size chooses: 5 folds up to 5,000 rows and 100,000
+    cells (train + validation rows x feature columns), none above; the experiment keeps the
+    folds chosen, the split's fold rule, and that they were chosen."""
+
+    def chosen(rows: int, columns: int = 3, exclude: tuple[str, ...] = ()) -> StudySpec:
+        names = {f"x{i}": "Float64" for i in range(columns)} | {"label": "String"}
+        base = binary_split(columns=names)
+        parts = {n: replace(p, row_count=rows // 2) for n, p in base.parts.items()}
+        data = ExperimentInput(
+            split="splits/s1",
+            cv_auto=True,
+            preprocessing=PreprocessingSpec(exclude_columns=exclude),
+        )
+        spec = validate_experiment(data, replace(base, parts=parts), search_spaces)
+        assert spec.study.cv_auto and spec.study.to_dict()["cv_auto"] is True
+        assert bool(spec.study.cv_rule) == bool(spec.study.cv_folds)
+        return spec.study
+
+    assert chosen(4_000).cv_folds == 5
+    assert chosen(5_000).cv_folds == 5
+    assert chosen(5_002).cv_folds == 0  # more rows
+    assert chosen(4_000, columns=30).cv_folds == 0  # 120,000 cells
+    excluded = tuple(f"x{i}" for i in range(6))
+    assert chosen(4_000, columns=30, exclude=excluded).cv_folds == 5  # 96,000 cells
+    # the folds are chosen, or given, not both
+    assert "experiment.study.cv_auto" in invalid(
+        ExperimentInput(split="splits/s1", cv_auto=True, cv_folds=3)
+    )
 
 
 def test_final_fit_and_threshold_objectives() -> None:

@@ -99,6 +99,23 @@ async def test_request_id_replays_and_queued_cancel_is_immediate(stack: Stack) -
     )
 
 
+async def test_cv_auto_is_resolved_when_the_experiment_is_created(stack: Stack) -> None:
+    """The folds a study chose from the split's size show in the experiment as stored."""
+    split = await make_split(stack, "breast_cancer", 300)
+    created = await create(stack, experiment(split, cv_auto=True))
+    assert created.study.cv_auto and created.study.cv_folds == 5  # 300 rows x 30 features
+    got = await stack.training.GetExperiment(pb.GetExperimentRequest(name=created.name), timeout=10)
+    assert got.experiment.study.cv_folds == 5 and got.experiment.study.cv_auto
+    await stack.training.CancelExperiment(pb.CancelExperimentRequest(name=created.name))
+    details = await rpc_error(
+        stack.training.CreateExperiment(
+            pb.CreateExperimentRequest(experiment=experiment(split, cv_auto=True, cv_folds=3))
+        )
+    )
+    assert details["code"] == "INVALID_ARGUMENT"
+    assert fields(details) == {"experiment.study.cv_auto"}
+
+
 async def test_update_list_and_delete(stack: Stack) -> None:
     split = await make_split(stack, "breast_cancer", 300)
     made = [

@@ -38,6 +38,7 @@ from arbor_core.pagination import (
     encode_page_token,
     filter_fingerprint,
 )
+from arbor_ml.automl import auto_cv_folds
 from arbor_ml.metrics import METRICS, default_metric, metric_direction, metrics_for_task
 from arbor_ml.search_space import ParamSpec
 from arbor_ml.threshold import parse_threshold_objective
@@ -221,6 +222,8 @@ class StudySpec:
     parallelism: int = 1
     max_iterations: int = DEFAULT_MAX_ITERATIONS
     cv_folds: int = 0  # 0: train/validation; k >= 2: k folds over train + validation
+    #: the folds were chosen from the split's size (``arbor_ml.automl.auto_cv_folds``)
+    cv_auto: bool = False
     cv_rule: dict[str, str | None] = field(default_factory=dict)  # arbor_ml.cv.FoldRule
     final_fit: str = "auto"  # arbor_ml.automl.FinalFit
     ensemble_size: int = 1  # most trials blended into the registered model
@@ -229,6 +232,7 @@ class StudySpec:
         return {
             "ensemble_size": self.ensemble_size,
             "cv_folds": self.cv_folds,
+            "cv_auto": self.cv_auto,
             "cv_rule": dict(self.cv_rule),
             "final_fit": self.final_fit,
             "n_trials": self.n_trials,
@@ -261,6 +265,7 @@ class StudySpec:
             parallelism=int(data.get("parallelism", 1)),
             max_iterations=int(data.get("max_iterations", DEFAULT_MAX_ITERATIONS)),
             cv_folds=int(data.get("cv_folds") or 0),
+            cv_auto=bool(data.get("cv_auto", False)),
             cv_rule=dict(data.get("cv_rule") or {}),
             final_fit=str(data.get("final_fit") or "auto"),
             ensemble_size=int(data.get("ensemble_size") or 1),
@@ -473,6 +478,7 @@ class ExperimentInput:
     search_space: dict[str, ParamRangeInput] = field(default_factory=dict)
     early_stopping_rounds: int = 0
     cv_folds: int = 0
+    cv_auto: bool = False
     threads: int = 0
     device: str = ""
     parallelism: int = 0
@@ -779,6 +785,11 @@ def _resolve_study(
         errors.add("experiment.study.early_stopping_rounds", "must not be negative")
     if data.cv_folds < 0 or data.cv_folds > MAX_CV_FOLDS:
         errors.add("experiment.study.cv_folds", f"must be in [0, {MAX_CV_FOLDS}]")
+    elif data.cv_auto and data.cv_folds > 1:
+        errors.add(
+            "experiment.study.cv_auto",
+            "cv_auto chooses the folds itself: leave cv_folds at 0, or set cv_folds alone",
+        )
     final_fit = (data.final_fit or "auto").strip().lower()
     if final_fit not in FINAL_FITS:
         errors.add("experiment.study.final_fit", f"must be one of {', '.join(FINAL_FITS)}")
@@ -812,6 +823,7 @@ def _resolve_study(
         parallelism=min(max(data.parallelism, 1), MAX_PARALLELISM),
         max_iterations=data.max_iterations or DEFAULT_MAX_ITERATIONS,
         cv_folds=data.cv_folds if data.cv_folds > 1 else 0,
+        cv_auto=data.cv_auto,
         final_fit=final_fit,
         ensemble_size=data.ensemble_size
         or (DEFAULT_AUTO_ENSEMBLE_SIZE if model_type == AUTO else 1),
@@ -911,10 +923,7 @@ def _resolve_preprocessing(
                 "experiment.preprocessing.exclude_columns",
                 f"{both[0]!r} is both included and excluded",
             )
-    features = [c for c in split.columns if c != target and c not in spec.exclude_columns]
-    if spec.include_columns:
-        features = [c for c in spec.include_columns if c in split.columns]
-    if split.columns and not features:
+    if split.columns and not feature_columns(split, spec):
         errors.add("experiment.preprocessing", "no feature column is left")
     return replace(spec, numeric_imputation=imputation)
 
@@ -1022,9 +1031,11 @@ def validate_experiment(
     task = _resolve_task(errors, data, split)
     metric = _resolve_metric(errors, data.metric, task)
     study = _resolve_study(errors, data, model_type, task, spaces)
+    preprocessing = _resolve_preprocessing(errors, data, split)
+    if study.cv_auto:
+        study = replace(study, cv_folds=_auto_cv_folds(split, preprocessing))
     if study.cv_folds:
         study = replace(study, cv_rule=split.fold_rule())
-    preprocessing = _resolve_preprocessing(errors, data, split)
     postprocessing = _resolve_postprocessing(errors, data.postprocessing, task)
     model_name = data.model_name or split.split_id
     if not MODEL_NAME_RE.fullmatch(model_name) or model_name in (".", ".."):
@@ -1046,6 +1057,22 @@ def validate_experiment(
         parts=dict(split.parts),
         columns=dict(split.columns),
     )
+
+
+def feature_columns(split: SplitInfo, preprocessing: PreprocessingSpec) -> list[str]:
+    """The split's columns an experiment trains on: the included ones, else all but the
+    target and the excluded ones."""
+    if preprocessing.include_columns:
+        return [c for c in preprocessing.include_columns if c in split.columns]
+    excluded = {split.target_column, *preprocessing.exclude_columns}
+    return [c for c in split.columns if c not in excluded]
+
+
+def _auto_cv_folds(split: SplitInfo, preprocessing: PreprocessingSpec) -> int:
+    """``StudyConfig.cv_auto``: the folds for this split's train + validation rows and
+    feature columns (as the split recorded them), by ``arbor_ml.automl.auto_cv_folds``."""
+    rows = sum(split.parts[p].row_count for p in ("train", "validation") if p in split.parts)
+    return auto_cv_folds(rows, len(feature_columns(split, preprocessing)))
 
 
 # --------------------------------------------------------------------------- records

@@ -195,7 +195,7 @@ class StudySummary(_message.Message):
     def __init__(self, trials_complete: _Optional[int] = ..., trials_pruned: _Optional[int] = ..., trials_failed: _Optional[int] = ..., best_trial_number: _Optional[int] = ..., best_value: _Optional[float] = ..., best_model_type: _Optional[_Union[_common_pb2.ModelType, str]] = ..., total_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., trials_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., final_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., final_fit: _Optional[str] = ..., final_iterations: _Optional[int] = ..., trials_stopped_by_budget: _Optional[int] = ..., cv_folds: _Optional[int] = ...) -> None: ...
 
 class StudyConfig(_message.Message):
-    __slots__ = ("n_trials", "timeout", "sampler", "pruner", "seed", "search_space", "early_stopping_rounds", "cv_folds", "threads", "device", "parallelism", "max_iterations", "final_fit", "ensemble_size")
+    __slots__ = ("n_trials", "timeout", "sampler", "pruner", "seed", "search_space", "early_stopping_rounds", "cv_folds", "threads", "device", "parallelism", "max_iterations", "final_fit", "ensemble_size", "cv_auto")
     class SearchSpaceEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +217,7 @@ class StudyConfig(_message.Message):
     MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIT_FIELD_NUMBER: _ClassVar[int]
     ENSEMBLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CV_AUTO_FIELD_NUMBER: _ClassVar[int]
     n_trials: int
     timeout: _duration_pb2.Duration
     sampler: Sampler
@@ -231,7 +232,8 @@ class StudyConfig(_message.Message):
     max_iterations: int
     final_fit: str
     ensemble_size: int
-    def __init__(self, n_trials: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sampler: _Optional[_Union[Sampler, str]] = ..., pruner: _Optional[_Union[Pruner, str]] = ..., seed: _Optional[int] = ..., search_space: _Optional[_Mapping[str, ParamRange]] = ..., early_stopping_rounds: _Optional[int] = ..., cv_folds: _Optional[int] = ..., threads: _Optional[int] = ..., device: _Optional[str] = ..., parallelism: _Optional[int] = ..., max_iterations: _Optional[int] = ..., final_fit: _Optional[str] = ..., ensemble_size: _Optional[int] = ...) -> None: ...
+    cv_auto: bool
+    def __init__(self, n_trials: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sampler: _Optional[_Union[Sampler, str]] = ..., pruner: _Optional[_Union[Pruner, str]] = ..., seed: _Optional[int] = ..., search_space: _Optional[_Mapping[str, ParamRange]] = ..., early_stopping_rounds: _Optional[int] = ..., cv_folds: _Optional[int] = ..., threads: _Optional[int] = ..., device: _Optional[str] = ..., parallelism: _Optional[int] = ..., max_iterations: _Optional[int] = ..., final_fit: _Optional[str] = ..., ensemble_size: _Optional[int] = ..., cv_auto: _Optional[bool] = ...) -> None: ...
 
 class ParamRange(_message.Message):
     __slots__ = ("float_range", "int_range", "choices")
