@@ -397,7 +397,8 @@ async def run_dataset(s: dict[str, Any], name: str, args: argparse.Namespace) ->
         library = bundle.metadata["model_type"]
         if library == "ensemble":  # which libraries, and how much of the blend each is
             library = " + ".join(
-                f"{m.model.model_type.value} {m.weight:.2f}" for m in bundle.model.members
+                f"{m.model.model_type.value} {m.weight:.2f}"
+                for m in bundle.model.members  # type: ignore[attr-defined]  # an EnsembleModel
             )
             members = member_scores(entry, bundle, holdout)
     trials = await leaderboard(s, experiment.name)
