@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,49 +118,64 @@ def serve_echo(kind: str) -> None:
         eventloop.run(arbor())
 
 
-def measure_echo(requests: int, kind: str = "bare") -> dict[str, Any]:
+def measure_echoes(requests: int, kinds: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Each echo server (``--serve-echo`` kind) in its own process; at concurrency 1 the
+    calls take turns of 50 (``measure_in_turns``), so a slow minute of this shared machine
+    hits every kind alike and their differences (the loop's, the bootstrap's) are the
+    figures; at concurrency 8 one kind after the other."""
     import grpc
 
     from arbor.common.v1 import common_pb2
     from arbor.inference.v1 import inference_service_pb2 as pb
 
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.bench_floor",
-            "--serve-echo",
-            kind,
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    selector = common_pb2.ModelSelector(stage=common_pb2.StageSelector(model="bench"))
+    payload = pb.PredictRequest(
+        model=selector, input=bi.inline(bi.request_frame(1), "columns")
+    ).SerializeToString()
+    children: list[subprocess.Popen[str]] = []
+    channels: list[Any] = []
     try:
-        assert child.stdout is not None
-        started = json.loads(child.stdout.readline())
-        channel = grpc.insecure_channel(started["address"])
-        echo = channel.unary_unary(ECHO_METHOD, request_serializer=None, response_deserializer=None)
-        selector = common_pb2.ModelSelector(stage=common_pb2.StageSelector(model="bench"))
-        payload = pb.PredictRequest(
-            model=selector, input=bi.inline(bi.request_frame(1), "columns")
-        ).SerializeToString()
-        out: dict[str, Any] = {"payload_bytes": len(payload), "loop": started["loop"]}
-        for concurrency in (1, 8):
-            count = requests if concurrency == 1 else requests * 2
-            p50, p99, wall = bi.measure(lambda: echo(payload, timeout=10), count, concurrency)
-            per = max(1, count // concurrency) * concurrency
-            out[f"c{concurrency}"] = {"p50_ms": p50, "p99_ms": p99, "calls_per_s": per / wall}
-        channel.close()
+        calls: list[Callable[[], Any]] = []
+        out: dict[str, dict[str, Any]] = {}
+        for kind in kinds:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "bench.bench_floor", "--serve-echo", kind],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+            children.append(child)
+            assert child.stdout is not None
+            started = json.loads(child.stdout.readline())
+            channel = grpc.insecure_channel(started["address"])
+            channels.append(channel)
+            echo = channel.unary_unary(
+                ECHO_METHOD, request_serializer=None, response_deserializer=None
+            )
+            calls.append(functools.partial(echo, payload, timeout=10))
+            out[kind] = {"payload_bytes": len(payload), "loop": started["loop"]}
+        for call in calls:  # warm each connection before the turns
+            for _ in range(50):
+                call()
+        for kind, (p50, p99, wall) in zip(kinds, bi.measure_in_turns(calls, requests), strict=True):
+            out[kind]["c1"] = {"p50_ms": p50, "p99_ms": p99, "calls_per_s": requests / wall}
+        for kind, call in zip(kinds, calls, strict=True):
+            count = requests * 2
+            p50, p99, wall = bi.measure(call, count, 8)
+            per = max(1, count // 8) * 8
+            out[kind]["c8"] = {"p50_ms": p50, "p99_ms": p99, "calls_per_s": per / wall}
         return out
     finally:
-        if child.stdin:
-            child.stdin.close()
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
+        for channel in channels:
+            channel.close()
+        for child in children:
+            if child.stdin:
+                child.stdin.close()
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
 
 
 # --------------------------------------------------------------------------- library floor
@@ -286,11 +303,12 @@ def run(short: bool, models: tuple[str, ...] = bi.MODEL_TYPES) -> dict[str, Any]
     report: dict[str, Any] = {
         "benchmark": "floor",
         "mode": "short" if short else "full",
-        "echo": measure_echo(400 if short else 2000),
-        "echo_uvloop": measure_echo(400 if short else 2000, "bare-uvloop"),
-        "echo_bootstrap": measure_echo(400 if short else 2000, "arbor"),
         "models": {},
     }
+    echoes = measure_echoes(400 if short else 2000, ("bare", "bare-uvloop", "arbor"))
+    report["echo"] = echoes["bare"]
+    report["echo_uvloop"] = echoes["bare-uvloop"]
+    report["echo_bootstrap"] = echoes["arbor"]
     for key in ("echo", "echo_uvloop", "echo_bootstrap"):
         print(
             f"  {key} c=1 p50={report[key]['c1']['p50_ms']:.3f}ms "
