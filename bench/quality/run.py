@@ -464,6 +464,62 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def means(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per dataset, Arbor's mean holdout score over the runs (seeds) and its verdict: how the
+    anchors are reported (each a mean over three seeds), so the target is judged on the same
+    footing as the anchors rather than on one seed's luck."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for rows in runs:
+        for row in rows:
+            by_name.setdefault(row["dataset"], []).append(row)
+    out = []
+    for name in [n for n in ORDER if n in by_name]:
+        rows = by_name[name]
+        metric = rows[0]["metric"]
+        scores = [r["arbor"] for r in rows]
+        mean = float(np.mean(scores)) if all(map(math.isfinite, scores)) else math.nan
+        best_anchor, judged, gap = verdict(name, metric, mean)
+        out.append(
+            {
+                "dataset": name,
+                "metric": metric,
+                "arbor_mean": mean,
+                "n": len(scores),
+                "scores": scores,
+                "best_anchor": best_anchor,
+                "anchor": ANCHORS[name][best_anchor],
+                "verdict": judged,
+                "gap": gap,
+            }
+        )
+    return out
+
+
+def means_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| dataset | metric | Arbor (mean) | n | best anchor | verdict | each run |",
+        "|---|---|---:|---:|---|---|---|",
+    ]
+    for r in rows:
+        m = r["metric"]
+        judged = r["verdict"] if r["verdict"] == "at/above" else f"{r['verdict']} ({r['gap']:+.2%})"
+        each = ", ".join(fmt(m, v) for v in r["scores"])
+        lines.append(
+            f"| {r['dataset']} | {m} | **{fmt(m, r['arbor_mean'])}** | {r['n']} "
+            f"| {r['best_anchor']} {fmt(m, r['anchor'])} | {judged} | {each} |"
+        )
+    return "\n".join(lines)
+
+
+def tally(rows: list[dict[str, Any]]) -> str:
+    at = sum(r["verdict"] == "at/above" for r in rows)
+    near = sum(r["verdict"] == "within 1%" for r in rows)
+    return (
+        f"at or above the best anchor: {at}/{len(rows)}; within 1%: {near}; "
+        f"worse: {len(rows) - at - near}"
+    )
+
+
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     names = [n.strip() for n in args.datasets.split(",") if n.strip()] if args.datasets else ORDER
     unknown = [n for n in names if n not in ANCHORS]
@@ -495,6 +551,20 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=60.0, help="seconds per experiment")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        default="",
+        help="comma-separated seeds: one run each, then the table of their means (as the "
+        "anchors are reported)",
+    )
+    parser.add_argument(
+        "--mean-of",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="no run: the means table of earlier runs' result files",
+    )
     parser.add_argument("--cv", default="auto", help="folds, 0 for none, or auto")
     parser.add_argument(
         "--validation", default="auto", help="validation share of the 80%%, or auto (by size)"
@@ -506,18 +576,29 @@ def main() -> None:
     parser.add_argument("--early-stopping", type=int, default=50)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.mean_of:
+        runs = [json.loads(path.read_text())["rows"] for path in args.mean_of]
+        averaged = means(runs)
+        print(means_table(averaged))
+        print(f"\n{tally(averaged)} (means over {len(runs)} runs)")
+        return
     from arbor_core.logging import configure_logging
 
     configure_logging("quality-bench", os.environ.get("ARBOR_LOG_LEVEL", "WARNING"))
-    rows = asyncio.run(main_async(args))
-    print()
-    print(table(rows))
-    at = sum(r["verdict"] == "at/above" for r in rows)
-    near = sum(r["verdict"] == "within 1%" for r in rows)
-    print(
-        f"\nat or above the best anchor: {at}/{len(rows)}; within 1%: {near}; "
-        f"worse: {len(rows) - at - near}"
-    )
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()] or [args.seed]
+    runs = []
+    for seed in seeds:
+        args.seed = seed
+        rows = asyncio.run(main_async(args))
+        runs.append({"seed": seed, "rows": rows})
+        print(f"\nseed {seed}:\n")
+        print(table(rows))
+        print(f"\n{tally(rows)}")
+    averaged = means([run["rows"] for run in runs]) if len(runs) > 1 else []
+    if averaged:
+        print(f"\nmeans over seeds {', '.join(map(str, seeds))}:\n")
+        print(means_table(averaged))
+        print(f"\n{tally(averaged)}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(
         json.dumps(
@@ -527,7 +608,9 @@ def main() -> None:
                 f"python {platform.python_version()}",
                 "load_average": os.getloadavg(),
                 "args": {k: str(v) for k, v in vars(args).items()},
-                "rows": rows,
+                "rows": runs[-1]["rows"],  # the last run (one run: its rows, as before)
+                "runs": runs,
+                "means": averaged,
             },
             indent=2,
             default=str,
