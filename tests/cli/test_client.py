@@ -56,6 +56,7 @@ def test_build_experiment_takes_friendly_names() -> None:
     assert experiment.split == "splits/abc"
     assert experiment.model_type == common_pb2.MODEL_TYPE_XGBOOST
     assert experiment.study.timeout.seconds == 90
+    assert build_experiment("abc", cv_auto=True).study.cv_auto
     with pytest.raises(ArborClientError) as caught:
         build_experiment("abc", model_type="randomforest")
     assert "catboost" in caught.value.message
