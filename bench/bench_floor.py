@@ -45,7 +45,6 @@ from bench import _models as bench_models
 from bench import bench_inference as bi
 
 RESULTS = Path(__file__).resolve().parent / "results" / "floor.json"
-ECHO_METHOD = "/arbor.bench.Echo/Echo"
 
 
 # --------------------------------------------------------------------------- echo server
@@ -123,8 +122,6 @@ def measure_echoes(requests: int, kinds: tuple[str, ...]) -> dict[str, dict[str,
     calls take turns of 50 (``measure_in_turns``), so a slow minute of this shared machine
     hits every kind alike and their differences (the loop's, the bootstrap's) are the
     figures; at concurrency 8 one kind after the other."""
-    import grpc
-
     from arbor.common.v1 import common_pb2
     from arbor.inference.v1 import inference_service_pb2 as pb
 
@@ -132,29 +129,17 @@ def measure_echoes(requests: int, kinds: tuple[str, ...]) -> dict[str, dict[str,
     payload = pb.PredictRequest(
         model=selector, input=bi.inline(bi.request_frame(1), "columns")
     ).SerializeToString()
-    children: list[subprocess.Popen[str]] = []
-    channels: list[Any] = []
+    servers: list[bi.EchoServer] = []
     try:
-        calls: list[Callable[[], Any]] = []
-        out: dict[str, dict[str, Any]] = {}
         for kind in kinds:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "bench.bench_floor", "--serve-echo", kind],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                cwd=Path(__file__).resolve().parent.parent,
-            )
-            children.append(child)
-            assert child.stdout is not None
-            started = json.loads(child.stdout.readline())
-            channel = grpc.insecure_channel(started["address"])
-            channels.append(channel)
-            echo = channel.unary_unary(
-                ECHO_METHOD, request_serializer=None, response_deserializer=None
-            )
-            calls.append(functools.partial(echo, payload, timeout=10))
-            out[kind] = {"payload_bytes": len(payload), "loop": started["loop"]}
+            servers.append(bi.EchoServer(kind))
+        calls: list[Callable[[], Any]] = [
+            functools.partial(server.call, payload, timeout=10) for server in servers
+        ]
+        out = {
+            kind: {"payload_bytes": len(payload), "loop": server.loop}
+            for kind, server in zip(kinds, servers, strict=True)
+        }
         for call in calls:  # warm each connection before the turns
             for _ in range(50):
                 call()
@@ -167,15 +152,8 @@ def measure_echoes(requests: int, kinds: tuple[str, ...]) -> dict[str, dict[str,
             out[kind]["c8"] = {"p50_ms": p50, "p99_ms": p99, "calls_per_s": per / wall}
         return out
     finally:
-        for channel in channels:
-            channel.close()
-        for child in children:
-            if child.stdin:
-                child.stdin.close()
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        for server in servers:
+            server.close()
 
 
 # --------------------------------------------------------------------------- library floor

@@ -199,24 +199,30 @@ def inline(frame: Any, shape: str) -> Any:
 # --------------------------------------------------------------------------- floors
 
 
-class EchoServer:
-    """``bench_floor``'s bare grpc.aio echo (returns the request bytes) in a child process."""
+#: the method ``bench_floor``'s echo servers answer
+ECHO_METHOD = "/arbor.bench.Echo/Echo"
 
-    def __init__(self) -> None:
+
+class EchoServer:
+    """One of ``bench_floor``'s echo servers (returns the request bytes; ``kind``: ``bare``,
+    ``bare-uvloop`` or ``arbor``) in a child process; ``loop`` is the event loop it runs."""
+
+    def __init__(self, kind: str = "bare") -> None:
         import grpc
 
         self.child = subprocess.Popen(
-            [sys.executable, "-m", "bench.bench_floor", "--serve-echo", "bare"],
+            [sys.executable, "-m", "bench.bench_floor", "--serve-echo", kind],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             cwd=REPO,
         )
         assert self.child.stdout is not None
-        address = json.loads(self.child.stdout.readline())["address"]
-        self.channel = grpc.insecure_channel(address)
+        started = json.loads(self.child.stdout.readline())
+        self.loop: str = started["loop"]
+        self.channel = grpc.insecure_channel(started["address"])
         self.call = self.channel.unary_unary(
-            "/arbor.bench.Echo/Echo", request_serializer=None, response_deserializer=None
+            ECHO_METHOD, request_serializer=None, response_deserializer=None
         )
 
     def close(self) -> None:
