@@ -287,31 +287,28 @@ class LoadedModel:
     #: one all-double row may take ``Inference.predict_row`` (checked at load)
     row_lane: bool = False
 
-    def takes_fast_path(self, rows: int, fast_max_rows: int, numeric_batches: bool) -> bool:
-        """Whether a batch of ``rows`` goes through the fast path (else the Polars one)."""
+    def fast_for(self, rows: int, fast_max_rows: int, numeric_batches: bool) -> FastPath | None:
+        """The fast path when it takes a batch of ``rows``, else None (the Polars path)."""
         fast = self.fast
-        return fast is not None and (
-            rows <= fast_max_rows or (numeric_batches and fast.numeric_only)
-        )
+        if fast is not None and (rows <= fast_max_rows or (numeric_batches and fast.numeric_only)):
+            return fast
+        return None
 
     def matrix_dtype(self, rows: int, fast_max_rows: int, numeric_batches: bool) -> Any:
         """What a batch of ``rows`` all-double rows may be decoded as: the fast path's
         element type when it will take the batch (float32 for CatBoost and XGBoost), else
         float64, which every other path reads."""
-        if self.fast is not None and self.takes_fast_path(rows, fast_max_rows, numeric_batches):
-            return self.fast.matrix_dtype
-        return np.float64
+        fast = self.fast_for(rows, fast_max_rows, numeric_batches)
+        return np.float64 if fast is None else fast.matrix_dtype
 
     def predict_raw(
         self, table: Table, fast_max_rows: int, numeric_batches: bool = True, threads: int = 1
     ) -> np.ndarray:
         """Raw model outputs; ``threads``: how many the model call may use on a large batch
         (the fast path's; the Polars path keeps the libraries' own settings)."""
-        fast = self.fast
+        fast = self.fast_for(table.height, fast_max_rows, numeric_batches)
         try:
-            if fast is not None and self.takes_fast_path(
-                table.height, fast_max_rows, numeric_batches
-            ):
+            if fast is not None:
                 return fast.predict_raw(table, threads)
             return self.bundle.predict_raw(table.frame())
         except ArborError:

@@ -13,7 +13,7 @@ import importlib.util
 import math
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -923,7 +923,7 @@ def _resolve_preprocessing(
                 "experiment.preprocessing.exclude_columns",
                 f"{both[0]!r} is both included and excluded",
             )
-    if split.columns and not feature_columns(split, spec):
+    if split.columns and not feature_columns(split.columns, target, spec):
         errors.add("experiment.preprocessing", "no feature column is left")
     return replace(spec, numeric_imputation=imputation)
 
@@ -1059,20 +1059,24 @@ def validate_experiment(
     )
 
 
-def feature_columns(split: SplitInfo, preprocessing: PreprocessingSpec) -> list[str]:
-    """The split's columns an experiment trains on: the included ones, else all but the
-    target and the excluded ones."""
+def feature_columns(
+    columns: Iterable[str], target: str, preprocessing: PreprocessingSpec
+) -> list[str]:
+    """The columns an experiment trains on, of a split's ``columns``: the included ones,
+    else all but the target and the excluded ones."""
     if preprocessing.include_columns:
-        return [c for c in preprocessing.include_columns if c in split.columns]
-    excluded = {split.target_column, *preprocessing.exclude_columns}
-    return [c for c in split.columns if c not in excluded]
+        known = set(columns)
+        return [c for c in preprocessing.include_columns if c in known]
+    excluded = {target, *preprocessing.exclude_columns}
+    return [c for c in columns if c not in excluded]
 
 
 def _auto_cv_folds(split: SplitInfo, preprocessing: PreprocessingSpec) -> int:
     """``StudyConfig.cv_auto``: the folds for this split's train + validation rows and
     feature columns (as the split recorded them), by ``arbor_ml.automl.auto_cv_folds``."""
     rows = sum(split.parts[p].row_count for p in ("train", "validation") if p in split.parts)
-    return auto_cv_folds(rows, len(feature_columns(split, preprocessing)))
+    features = feature_columns(split.columns, split.target_column, preprocessing)
+    return auto_cv_folds(rows, len(features))
 
 
 # --------------------------------------------------------------------------- records

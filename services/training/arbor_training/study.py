@@ -116,6 +116,7 @@ from arbor_training.domain import (
     Sampler,
     TrialRecord,
     TrialState,
+    feature_columns,
     sampler_installed,
 )
 from arbor_training.optuna_storage import ArborRDBStorage, ArborStorage
@@ -453,12 +454,9 @@ def expected_fit_rows(spec: ExperimentSpec) -> int:
 
 def has_categorical_features(spec: ExperimentSpec) -> bool:
     """Whether a feature column holds text categories (from the split's recorded dtypes)."""
-    excluded = {spec.target_column, *spec.preprocessing.exclude_columns}
-    included = set(spec.preprocessing.include_columns)
     return any(
-        dtype.startswith(("String", "Utf8", "Categorical", "Enum"))
-        for name, dtype in spec.columns.items()
-        if name not in excluded and (not included or name in included)
+        spec.columns[name].startswith(("String", "Utf8", "Categorical", "Enum"))
+        for name in feature_columns(spec.columns, spec.target_column, spec.preprocessing)
     )
 
 
