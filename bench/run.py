@@ -357,24 +357,28 @@ def predict_rows(floor: dict[str, Any], inference: dict[str, Any]) -> list[Row]:
                         (ratio >= target) if (target and ratio and concurrency == 1) else None,
                     )
                 )
-            singles = next(
-                (
-                    r
-                    for r in results
-                    if r["model"] == model and r["path"] == "grpc" and r["shape"] == "arrow_f32"
-                ),
-                None,
-            )
-            if singles is not None and size == 10_000 and ref:
-                rows.append(
-                    Row(
-                        model,
-                        f"Predict {size:,} rows (float32 Arrow columns), c=1",
-                        _rate(singles["rows_per_s"]),
-                        f"library {_rate(ref)} = {singles['rows_per_s'] / ref:.2f}x "
-                        "(half the bytes of doubles)",
-                    )
+            if size == 10_000:
+                singles = next(
+                    (
+                        r
+                        for r in results
+                        if r["model"] == model
+                        and r["path"] == "grpc"
+                        and r["shape"] == "arrow_f32"
+                        and r["rows"] == size
+                    ),
+                    None,
                 )
+                if singles is not None and ref:
+                    rows.append(
+                        Row(
+                            model,
+                            f"Predict {size:,} rows (float32 Arrow columns), c=1",
+                            _rate(singles["rows_per_s"]),
+                            f"library {_rate(ref)} = {singles['rows_per_s'] / ref:.2f}x "
+                            "(half the bytes of doubles)",
+                        )
+                    )
         cold = entry.get("cold_load", {})
         fresh = entry.get("cold_load_fresh_process", {})
         if fresh.get("library_import_ms") is not None:
