@@ -402,6 +402,15 @@ class Table:
         return cls(by_column.shape[1], None, matrix=by_column, _names=names)
 
     @classmethod
+    def from_finite_matrix(cls, names: list[str], by_column: np.ndarray) -> Table | None:
+        """:meth:`from_matrix`, or None when a value is NaN or infinite (a missing value, or
+        a double beyond float32's range read as float32): the general decoder then applies
+        the nullability rules and names any problem."""
+        if not np.isfinite(by_column).all():
+            return None
+        return cls.from_matrix(names, by_column)
+
+    @classmethod
     def from_frame(cls, frame: pl.DataFrame, spec: InputSpec) -> Table:
         """A table from a frame that already has the signature's dtypes (tests, self-checks)."""
         raws = {s.name: _raw_from_series(s) for s in frame.select(spec.names).get_columns()}
@@ -790,9 +799,7 @@ def _decode_doubles(data: common_pb2.ColumnarData, spec: InputSpec, max_rows: in
         matrix = matrix.reshape(len(values), height)
     else:
         matrix = np.array(values, dtype=np.float64)
-    if not np.isfinite(matrix).all():
-        return None  # NaN (missing) or inf: the general path applies the rules
-    return Table.from_matrix(names, matrix)
+    return Table.from_finite_matrix(names, matrix)
 
 
 # ------------------------------------------------------------ typed columns from wire bytes
@@ -987,9 +994,7 @@ def wire_doubles(
         return None
     with np.errstate(over="ignore", invalid="ignore"):  # float32: checked below
         matrix = _read_double_columns(raw, columns, names, max_rows, dtype)
-    if matrix is None or not np.isfinite(matrix).all():
-        return None  # NaN (missing) or inf: the general path applies the rules
-    return Table.from_matrix(spec.name_list, matrix)
+    return None if matrix is None else Table.from_finite_matrix(spec.name_list, matrix)
 
 
 def _read_double_columns(
@@ -1116,9 +1121,7 @@ def _arrow_doubles(
                 )
                 matrix[j, offset : offset + n] = values
                 offset += n
-    if not np.isfinite(matrix).all():
-        return None  # NaN (missing) or inf: the general path applies the rules
-    return Table.from_matrix(spec.name_list, matrix)
+    return Table.from_finite_matrix(spec.name_list, matrix)
 
 
 #: Arrow float types the one-step path reads, and their numpy element types

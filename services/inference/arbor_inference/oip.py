@@ -321,9 +321,7 @@ def decode_matrix_table(
     dtype = np.float64 if dtype_for is None else dtype_for(shape[0])
     with np.errstate(over="ignore", invalid="ignore"):  # FP64 into float32: checked below
         matrix = values.astype(dtype, copy=False).reshape(shape)
-    if not np.isfinite(matrix).all():
-        return None  # NaN is a missing value: the general path applies the nullability rules
-    return Table.from_matrix(spec.names, matrix.T)
+    return Table.from_finite_matrix(spec.names, matrix.T)
 
 
 def _check_rows(rows: int, max_rows: int) -> None:
