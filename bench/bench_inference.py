@@ -510,27 +510,10 @@ def run(
                 frame = request_frame(rows)
                 for concurrency in (1, 8):
                     count = requests if concurrency == 1 else requests * 2
-                    p50, p99, wall = measure(
-                        lambda f=frame, b=bundle: b.predict(f), count, concurrency
-                    )
+                    timing = measure(functools.partial(bundle.predict, frame), count, concurrency)
                     per = max(1, count // concurrency) * concurrency
-                    results.append(
-                        Result(
-                            model_type,
-                            "in-process",
-                            "polars",
-                            rows,
-                            concurrency,
-                            per,
-                            p50,
-                            p99,
-                            rows * per / wall,
-                        )
-                    )
-                    print(
-                        f"  {model_type:8} in-process      rows={rows:<6} c={concurrency} "
-                        f"p50={p50:7.3f}ms p99={p99:7.3f}ms {rows * per / wall:12,.0f} rows/s",
-                        file=sys.stderr,
+                    _record(
+                        results, model_type, rows, "in-process", "polars", concurrency, per, timing
                     )
         echo.close()
     finally:
