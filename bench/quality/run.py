@@ -577,16 +577,19 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.mean_of:
-        runs = [json.loads(path.read_text())["rows"] for path in args.mean_of]
-        averaged = means(runs)
+        earlier: list[list[dict[str, Any]]] = []
+        for path in args.mean_of:  # a --seeds file holds every seed's run
+            saved = json.loads(path.read_text())
+            earlier.extend(run["rows"] for run in saved.get("runs") or [{"rows": saved["rows"]}])
+        averaged = means(earlier)
         print(means_table(averaged))
-        print(f"\n{tally(averaged)} (means over {len(runs)} runs)")
+        print(f"\n{tally(averaged)} (means over {len(earlier)} runs)")
         return
     from arbor_core.logging import configure_logging
 
     configure_logging("quality-bench", os.environ.get("ARBOR_LOG_LEVEL", "WARNING"))
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()] or [args.seed]
-    runs = []
+    runs: list[dict[str, Any]] = []
     for seed in seeds:
         args.seed = seed
         rows = asyncio.run(main_async(args))
