@@ -121,7 +121,8 @@ def measure_echoes(requests: int, kinds: tuple[str, ...]) -> dict[str, dict[str,
     """Each echo server (``--serve-echo`` kind) in its own process; at concurrency 1 the
     calls take turns of 50 (``measure_in_turns``), so a slow minute of this shared machine
     hits every kind alike and their differences (the loop's, the bootstrap's) are the
-    figures; at concurrency 8 one kind after the other."""
+    figures (the servers on one core, the client on another: ``servers_on_one_core``); at
+    concurrency 8 one kind after the other."""
     from arbor.common.v1 import common_pb2
     from arbor.inference.v1 import inference_service_pb2 as pb
 
@@ -143,7 +144,10 @@ def measure_echoes(requests: int, kinds: tuple[str, ...]) -> dict[str, dict[str,
         for call in calls:  # warm each connection before the turns
             for _ in range(50):
                 call()
-        for kind, (p50, p99, wall) in zip(kinds, bi.measure_in_turns(calls, requests), strict=True):
+        # all on one core, the client on the other, as for the one-row budget
+        with bi.servers_on_one_core(*(server.child.pid for server in servers)):
+            turns = bi.measure_in_turns(calls, requests)
+        for kind, (p50, p99, wall) in zip(kinds, turns, strict=True):
             out[kind]["c1"] = {"p50_ms": p50, "p99_ms": p99, "calls_per_s": requests / wall}
         for kind, call in zip(kinds, calls, strict=True):
             count = requests * 2
