@@ -12,7 +12,9 @@ In the same run it also measures the floors each model's single-row calls are ju
 CatBoost's trees through ``arbor_ml.oblivious``, else the library; one thread), just before,
 and a bare ``grpc.aio`` echo of the same request bytes (``bench_floor``'s echo server, on
 asyncio's own loop, in a child process too), taking turns of 50 calls with the typed-column
-Predict, so that a slowdown of this shared machine hits both alike. Per 10,000-row
+Predict, so that a slowdown of this shared machine hits both alike; for those turns both
+servers are pinned to one core and the client to the other, and Predict gets a fresh channel
+(``servers_on_one_core``). Per 10,000-row
 batch it measures the library's own predict on the same numpy matrix (one thread, as
 ``bench_floor``).
 
