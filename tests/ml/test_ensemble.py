@@ -230,6 +230,21 @@ def test_the_pool_keeps_the_best_trials_and_prices_a_likely_blend() -> None:
     assert pool.likely_cost(0, most=1) == 10.0
 
 
+def test_a_likely_blend_within_a_limit_keeps_the_partners_that_fit() -> None:
+    pool = ValidationPool(task=TaskType.REGRESSION, metric="rmse", maximize=False, y=np.zeros(4))
+    pool.add(0, 517.0, np.zeros(4), "lightgbm", cost=1.5)  # the best, cheap
+    pool.add(1, 521.0, np.zeros(4), "catboost", cost=14.0)  # the best partner, costly
+    pool.add(2, 527.0, np.zeros(4), "xgboost", cost=1.5)
+    assert pool.likely_cost(0, most=3) == 17.0
+    # the cheap third member no longer pushes the costly partner out: it is left out instead
+    assert pool.likely_cost(0, most=3, limit=16.0) == 15.5
+    # a partner that cannot fit is skipped, the next one joins
+    assert pool.likely_cost(0, most=3, limit=5.0) == 3.0
+    assert pool.likely_cost(0, most=2, limit=5.0) == 3.0
+    # the best trial itself is always counted
+    assert pool.likely_cost(1, most=3, limit=1.0) == 14.0
+
+
 def test_the_pool_blends_outputs_as_the_ensemble_does() -> None:
     y = np.array([0, 1, 1, 0])
     pool = ValidationPool(task=TaskType.BINARY, metric="log_loss", maximize=False, y=y)

@@ -1005,9 +1005,13 @@ class StudyRunner:
         pool = self._pools.get(experiment.id)
         most = experiment.spec.study.ensemble_size
         if pool is not None and most > 1:
-            # Room to refit a blend too, when that stays within what a final fit may take.
-            blend = ESTIMATE_OVERHEAD_S + pool.likely_cost(best.number, most)
-            if blend + RESERVE_MARGIN_S <= clock.total_s * MAX_RESERVE_FRACTION:
+            # Room to refit a blend too, as much of it as stays within what a final fit may
+            # take.
+            ceiling = clock.total_s * MAX_RESERVE_FRACTION - RESERVE_MARGIN_S
+            blend = ESTIMATE_OVERHEAD_S + pool.likely_cost(
+                best.number, most, limit=ceiling - ESTIMATE_OVERHEAD_S
+            )
+            if blend <= ceiling:
                 estimate = max(estimate, blend)
         self._reserves[experiment.id] = estimate
         clock.reserve(estimate)
