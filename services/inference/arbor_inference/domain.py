@@ -673,6 +673,14 @@ class Inference:
         work = partial(self._predict_sync, request, model, served, render)
         return await asyncio.get_running_loop().run_in_executor(self.executor, work)
 
+    def matrix_dtype(self, model: LoadedModel, rows: int) -> Any:
+        """What a batch of ``rows`` all-double rows for ``model`` may be decoded as, under
+        this service's fast-path options (``LoadedModel.matrix_dtype``)."""
+        options = self.options
+        return model.matrix_dtype(
+            rows, options.fast_path_max_rows, options.fast_path_numeric_batches
+        )
+
     def _predict_sync(
         self,
         request: PredictInput,
@@ -684,14 +692,11 @@ class Inference:
         _check_deadline(request.deadline)
         table = request.table
         if table is None and request.wire is not None:
-            options = self.options
             table = request.wire.decode(
                 model.spec,
-                max_rows=options.max_batch_rows,
+                max_rows=self.options.max_batch_rows,
                 reject_extra=request.reject_extra,
-                dtype=model.matrix_dtype(
-                    request.wire.rows, options.fast_path_max_rows, options.fast_path_numeric_batches
-                ),
+                dtype=self.matrix_dtype(model, request.wire.rows),
             )
         if table is None:
             table = decode(

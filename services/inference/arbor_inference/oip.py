@@ -48,6 +48,7 @@ hop are Predict's; only the tensor <-> column mapping lives here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import struct
@@ -835,14 +836,11 @@ class OpenInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if size <= OFFLOAD_BYTES:
             decoded = convert()
         elif size <= MATRIX_INLINE_BYTES:
-            options = self.inference.options
             decoded = decode_matrix_table(
                 request,
                 model.spec,
                 max_rows,
-                lambda rows: model.matrix_dtype(
-                    rows, options.fast_path_max_rows, options.fast_path_numeric_batches
-                ),
+                functools.partial(self.inference.matrix_dtype, model),
             )
         if decoded is None:  # large, or (tried just above) not a finite float matrix
             work = convert.tensors if size <= MATRIX_INLINE_BYTES else convert
